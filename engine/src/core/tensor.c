@@ -87,7 +87,7 @@ td_tensor *td_view_of(const td_tensor *src, int ndim, const int64_t *shape,
     for (int i = 0; i < ndim; i++) t->stride[i] = stride[i];
     t->storage = src->storage;
     t->storage->refcount++;
-    t->data = src->data + offset;
+    t->data = src->storage->data + offset; /* offset from the storage base, as callers pass it */
     return t;
 }
 
