@@ -65,7 +65,7 @@ int td_copy_(td_tensor *dst, const td_tensor *src);
 float td_item(const td_tensor *t);
 int td_is_contiguous(const td_tensor *t);
 
-/* random numbers: Philox4x32-10, counter based, thread-count independent */
+/* random numbers: Philox4x32-10, counter based, thread-count independent; the seed is 0x74696465 ("tide") until td_manual_seed */
 void td_manual_seed(uint64_t seed);
 uint64_t td_get_seed(void);
 td_tensor *td_rand(int ndim, const int64_t *shape);
@@ -172,6 +172,74 @@ td_tensor *td_cross_entropy(td_tensor *logits, td_tensor *target); /* [B,C],[B] 
 td_tensor *td_normal_log_prob(td_tensor *x, td_tensor *mu, td_tensor *sigma);
 td_tensor *td_laplace_log_prob(td_tensor *x, td_tensor *mu, td_tensor *scale);
 td_tensor *td_kl_normal(td_tensor *mu1, td_tensor *sigma1, td_tensor *mu2, td_tensor *sigma2);
+
+/* fused kernels: fusion of experts, GMM */
+/* Two-output kernels stack their outputs on a new axis 0: take one with td_narrow(out, 0, k, 1) and a reshape. */
+/* product of Gaussian experts and the prior expert N(0,I): mu, logvar [E,B,D]; mask [E,B] (broadcastable; 1 = present; no gradient) or NULL -> [2,B,D] = (mean, log-variance) */
+td_tensor *td_poe(td_tensor *mu, td_tensor *logvar, td_tensor *mask);
+/* the same without the prior expert; fails when a sample has no expert present */
+td_tensor *td_poe_noprior(td_tensor *mu, td_tensor *logvar, td_tensor *mask);
+/* weighted log-linear pooling: 1/s2 = sum_e w_e/s2_e, mean = s2 sum_e w_e mu_e/s2_e; w [E,B] (broadcastable, >= 0, with gradient) -> [2,B,D] */
+td_tensor *td_weighted_pool(td_tensor *mu, td_tensor *logvar, td_tensor *w);
+/* log pi_c + log p(z|c): z [B,D], logits [K] (pi = softmax), locs [K,D]; family 0 = Normal (scales: log-variances [K,D]), 1 = Laplace (scales: log-scales [K,D]) -> [B,K] */
+td_tensor *td_gmm_log_joint(td_tensor *z, td_tensor *logits, td_tensor *locs, td_tensor *scales, int family);
+/* from a log joint [B,K]: sum_c q_c (joint_c - log q_c) for given probabilities qc [B,K] (0 log 0 = 0), or log p(z) = logsumexp_c joint_c when qc is NULL -> [B] */
+td_tensor *td_gmm_elbo_joint(td_tensor *joint, td_tensor *qc);
+/* E_q(c)[log p(z|c) + log pi_c - log q(c)] of a Normal mixture per sample, q = qc [B,K] or p(c|z) when qc is NULL (then it is log p(z)) -> [B] */
+td_tensor *td_gmm_elbo(td_tensor *z, td_tensor *logits, td_tensor *means, td_tensor *logvars, td_tensor *qc);
+/* p(c|z) of a Normal mixture -> [B,K]; no gradient */
+td_tensor *td_gmm_responsibilities(td_tensor *z, td_tensor *logits, td_tensor *means, td_tensor *logvars);
+
+/* clustering, no gradient: x [N,D]; assignments are float indices [N]; inertia (sum of squared distances) may be NULL */
+td_tensor *td_kmeans_assign(td_tensor *x, td_tensor *centers, double *inertia);
+/* the means [K,D] of the points assigned to each cluster; rows of empty clusters are NaN */
+td_tensor *td_kmeans_update(td_tensor *x, td_tensor *assign, int64_t k);
+/* k-means++ seeding from td_rand (td_manual_seed makes it repeatable) -> [K,D] rows of x */
+td_tensor *td_kmeans_pp_init(td_tensor *x, int64_t k);
+/* GMM-EM, diagonal Normal: E step -> log p(c|x) [N,K]; loglik (may be NULL) gets sum_n log p(x_n) */
+td_tensor *td_gmm_estep(td_tensor *x, td_tensor *logits, td_tensor *means, td_tensor *logvars, double *loglik);
+/* M step from responsibilities resp [N,K]: writes logits [K] (log weights), means [K,D], logvars [K,D] (variance + reg) in place */
+int td_gmm_mstep(td_tensor *x, td_tensor *resp, float reg, td_tensor *logits, td_tensor *means, td_tensor *logvars);
+
+/* I/O: IDX, PNG, image grids, safetensors */
+/* IDX (MNIST format), gzip or plain; any IDX dtype -> float values as stored (ubyte: 0..255), shape from the header */
+td_tensor *td_idx_load(const char *path);
+/* img [H,W], [1,H,W] or [3,H,W], values clamped to [0,1] -> 8-bit gray or RGB PNG (temporary file, then rename) */
+int td_png_save(const char *path, const td_tensor *img);
+/* -> [C,H,W] in [0,1]: gray (+alpha) -> C = 1; RGB, RGBA, palette -> C = 3; alpha is dropped; 16-bit is scaled to 8 */
+td_tensor *td_png_load(const char *path);
+/* imgs [N,C,H,W] -> [C, rows*(H+pad)+pad, ncol*(W+pad)+pad], rows = ceil(N/ncol), row-major, gaps filled with pad_value */
+td_tensor *td_image_grid(const td_tensor *imgs, int ncol, int pad, float pad_value);
+/* safetensors: every tensor as F32; metadata_json is NULL or a JSON object of string values; temporary file, fsync, rename */
+int td_safetensors_save(const char *path, int n, const char *const *names, td_tensor *const *tensors, const char *metadata_json);
+/* the same with a dtype per tensor ("F32", "F64", "F16", "BF16", "U8", "I32", "I64"; dtypes or an entry NULL = F32); integer dtypes fail on values that are not whole or out of range */
+int td_safetensors_save_as(const char *path, int n, const char *const *names, td_tensor *const *tensors, const char *const *dtypes, const char *metadata_json);
+typedef struct td_st_file td_st_file;
+/* opens and validates the header; tensors are read on demand */
+td_st_file *td_st_open(const char *path);
+int td_st_count(const td_st_file *f);
+/* names in the order of their data in the file */
+const char *td_st_name(const td_st_file *f, int i);
+/* "F32", "U8", ... or NULL when there is no such tensor */
+const char *td_st_dtype(const td_st_file *f, const char *name);
+/* writes the shape (TD_MAX_DIMS entries) and returns ndim, or -1 when there is no such tensor */
+int td_st_shape(const td_st_file *f, const char *name, int64_t *shape);
+/* any stored dtype -> float32 (U8 stays 0..255) */
+td_tensor *td_st_get(const td_st_file *f, const char *name);
+/* rows [start, start+count) of dim 0, read from the file alone (for batches of a large data set) */
+td_tensor *td_st_get_rows(const td_st_file *f, const char *name, int64_t start, int64_t count);
+/* a value of __metadata__, or NULL */
+const char *td_st_metadata(const td_st_file *f, const char *key);
+void td_st_close(td_st_file *f);
+
+/* optimizers: in place on flat buffers, no autograd */
+/* Adam (decoupled = 0) or AdamW (decoupled = 1) as torch.optim; step is the 1-based number of this update; vmax may be NULL unless amsgrad; hyperparameters are double as in Python (1 - 0.999f is 1.3e-5 off 1 - 0.999) */
+int td_adam_step(td_tensor *param, const td_tensor *grad, td_tensor *m, td_tensor *v, td_tensor *vmax, double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step, int amsgrad, int decoupled);
+/* SGD as torch.optim.SGD; buf may be NULL when momentum is 0; step 1 initializes buf with the gradient */
+int td_sgd_step(td_tensor *param, const td_tensor *grad, td_tensor *buf, float lr, float momentum, float dampening, float weight_decay, int nesterov, int64_t step);
+/* L2 norm over all the tensors (NULL entries skipped), in double; -1 on error */
+float td_grad_norm(int n, td_tensor *const *grads);
+int td_scale_(td_tensor *t, float s);
 
 /* memory and threads */
 int64_t td_mem_in_use(void);

@@ -27,7 +27,8 @@
     X(UPSAMPLE_NEAREST2D, upsample_nearest2d)                                  \
     X(CONCAT, concat) X(INDEX_SELECT, index_select) X(GATHER, gather)          \
     X(SCATTER_ADD, scatter_add)                                                \
-    X(BCE_WITH_LOGITS, bce_with_logits) X(CROSS_ENTROPY, cross_entropy)
+    X(BCE_WITH_LOGITS, bce_with_logits) X(CROSS_ENTROPY, cross_entropy) \
+    X(POE, poe) X(GMM_LOG_JOINT, gmm_log_joint) X(GMM_ELBO, gmm_elbo)
 
 typedef enum {
 #define TD_ENUM(E, n) TD_OP_##E,
@@ -103,8 +104,16 @@ td_tensor *td_alias(td_tensor *out);
 /* Adds g into the gradient of node input i (reducing broadcast dims);
  * g is borrowed. */
 int td_accumulate(td_node *n, int i, td_tensor *g);
+/* Where a backward may write input i's gradient itself (ops/matmul.c): the
+ * leaf's own .grad (*beta = 1, or 0 when new; *direct = true), else a new
+ * tensor for td_accumulate (*beta = 0, *direct = false). New reference. */
+td_tensor *td_grad_dest(td_node *n, int i, float *beta, bool *direct);
 /* Sums g down to the given shape (undoing broadcasting). New reference. */
 td_tensor *td_sum_to_shape(td_tensor *g, int ndim, const int64_t *shape);
+
+/* ---- random numbers ---- */
+/* One Philox4x32-10 block (Random123's counter and key order). */
+void td_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* ---- threading ---- */
 /* Minimum work (elements) before a loop goes parallel. */
