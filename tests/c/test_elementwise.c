@@ -98,6 +98,11 @@ static void test_errors(void) {
           "error names the op and both shapes: %s", td_last_error());
     td_release(a);
     td_release(b);
+    td_tensor *huge = td_zeros(3, SHAPE(0, (int64_t)1 << 40, (int64_t)1 << 40));
+    CHECK(huge == NULL && strstr(td_last_error(), "too large"), "a shape past 2^48 elements fails: %s",
+          td_last_error());
+    td_tensor *neg = td_zeros(2, SHAPE(3, -1));
+    CHECK(neg == NULL && strstr(td_last_error(), "negative"), "a negative size fails: %s", td_last_error());
 }
 
 static void test_comparisons(void) {

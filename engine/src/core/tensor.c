@@ -41,8 +41,15 @@ static int check_shape(const char *op, int ndim, const int64_t *shape) {
     if (ndim < 0 || ndim > TD_MAX_DIMS)
         return td_failc("%s: %d dims, at most %d are supported", op, ndim, TD_MAX_DIMS);
     if (ndim > 0 && !shape) return td_failc("%s: shape is NULL", op);
-    for (int i = 0; i < ndim; i++)
+    /* the product of the non-zero sizes bounds every stride, even when a
+     * zero size makes numel 0 */
+    int64_t span = 1;
+    for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return td_failc("%s: negative size %lld in dim %d", op, (long long)shape[i], i);
+        if (shape[i] > 0 && span > ((int64_t)1 << 48) / shape[i])
+            return td_failc("%s: shape is too large (over 2^48 elements)", op);
+        if (shape[i] > 0) span *= shape[i];
+    }
     return 0;
 }
 
