@@ -68,6 +68,9 @@ int td_is_contiguous(const td_tensor *t);
 /* random numbers: Philox4x32-10, counter based, thread-count independent; the seed is 0x74696465 ("tide") until td_manual_seed */
 void td_manual_seed(uint64_t seed);
 uint64_t td_get_seed(void);
+/* the position in the stream: save both to resume a run bit for bit */
+uint64_t td_rng_offset(void);
+void td_rng_set_state(uint64_t seed, uint64_t offset);
 td_tensor *td_rand(int ndim, const int64_t *shape);
 td_tensor *td_randn(int ndim, const int64_t *shape);
 td_tensor *td_bernoulli(const td_tensor *p);
@@ -240,6 +243,16 @@ int td_sgd_step(td_tensor *param, const td_tensor *grad, td_tensor *buf, float l
 /* L2 norm over all the tensors (NULL entries skipped), in double; -1 on error */
 float td_grad_norm(int n, td_tensor *const *grads);
 int td_scale_(td_tensor *t, float s);
+
+/* fused kernels: UNet blocks */
+/* silu(group_norm(x + temb)): x [N,C,...], groups divide C, w, b [C] or NULL, temb [N,C] or NULL (a per-sample channel bias, the projected time embedding, broadcast over the spatial dims and added before the norm) -> the shape of x */
+td_tensor *td_group_norm_silu(td_tensor *x, int groups, td_tensor *w, td_tensor *b, td_tensor *temb, float eps);
+/* sinusoidal embedding of steps t [B] as in DDPM and diffusers' default: [sin | cos] halves, frequencies max_period^(-i/(half-1)), half = dim/2, a last column of 0 when dim is odd -> [B,dim]; no gradient */
+td_tensor *td_timestep_embedding(td_tensor *t, int dim, float max_period);
+/* softmax(q k^T / sqrt(d)) v: q [...,L,d], k [...,S,d], v [...,S,dv], equal leading dims (e.g. [B,heads]) -> [...,L,dv]; backward recomputes the probabilities from a saved log-sum-exp per row instead of keeping [...,L,S] */
+td_tensor *td_attention(td_tensor *q, td_tensor *k, td_tensor *v);
+/* conv2d(upsample_nearest2d(x, 2), w, b, 1, 1) without the upsampled tensor: x [N,CIN,H,W], w [COUT,CIN,3,3], b [COUT] or NULL -> [N,COUT,2H,2W] (a 2x2 conv of x with 4 COUT folded weights, then a pixel interleave: 4/9 of the multiply-adds) */
+td_tensor *td_upsample_conv3x3(td_tensor *x, td_tensor *w, td_tensor *b);
 
 /* memory and threads */
 int64_t td_mem_in_use(void);

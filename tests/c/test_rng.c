@@ -228,8 +228,27 @@ static void test_errors(void) {
     td_release(p3);
 }
 
+/* Saving (seed, offset) and restoring it replays the stream exactly. */
+static void test_state(void) {
+    td_manual_seed(99);
+    td_tensor *skip = td_rand(1, SHAPE(37));
+    uint64_t seed = td_get_seed(), off = td_rng_offset();
+    td_tensor *a = td_randn(2, SHAPE(5, 7));
+    td_manual_seed(1); /* move elsewhere */
+    td_tensor *other = td_rand(1, SHAPE(3));
+    td_rng_set_state(seed, off);
+    td_tensor *b = td_randn(2, SHAPE(5, 7));
+    check_close("randn after td_rng_set_state", b, a, 0, 0);
+    CHECK(td_rng_offset() > off, "drawing advances the offset");
+    td_release(skip);
+    td_release(a);
+    td_release(b);
+    td_release(other);
+}
+
 int main(void) {
     test_known_answers();
+    test_state();
     test_determinism();
     test_moments();
     test_bernoulli();

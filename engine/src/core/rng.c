@@ -22,6 +22,13 @@ void td_manual_seed(uint64_t seed) {
 
 uint64_t td_get_seed(void) { return rng_seed; }
 
+uint64_t td_rng_offset(void) { return rng_offset; }
+
+void td_rng_set_state(uint64_t seed, uint64_t offset) {
+    rng_seed = seed;
+    rng_offset = offset;
+}
+
 void td_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
     uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; round++) {
