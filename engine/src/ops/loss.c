@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include "vmath.h"
 
 static bool wants(td_node *n, int k) { return n->in[k] && n->in[k]->requires_grad; }
 
@@ -36,7 +37,7 @@ static int check_bcast(const char *op, int n, td_tensor *const *ins) {
 
 /* ---- bce_with_logits ---- */
 
-static inline float sigmoidf(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+static inline float sigmoidf(float x) { return td_sigmoidf(x); } /* branch free: vectorizes (vmath.h) */
 
 /* y = max(x, 0) - x t + log1p(exp(-|x|)), x the logits, t the targets
  * (broadcast); stable for any x. */
@@ -46,7 +47,7 @@ td_tensor *td_bce_with_logits(td_tensor *logits, td_tensor *target) {
     if (td_broadcast("bce_with_logits", 2, ins, &bc)) return NULL;
     td_tensor *out = td_new(bc.ndim, bc.shape);
     if (!out) return NULL;
-    TD_BCAST_LOOP(&bc, out->data, *o = fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x))));
+    TD_BCAST_LOOP(&bc, out->data, *o = (x > 0.0f ? x : 0.0f) - x * y + log1pf(expf(-fabsf(x))));
     td_record(TD_OP_BCE_WITH_LOGITS, out, 2, ins);
     return out;
 }
@@ -54,20 +55,27 @@ td_tensor *td_bce_with_logits(td_tensor *logits, td_tensor *target) {
 /* d/dx = g (sigmoid(x) - t), d/dt = -g x; computed in gout's (broadcast)
  * shape, td_accumulate sums them down. */
 int td_bw_bce_with_logits(td_node *n, td_tensor *gout) {
-    td_tensor *ins[3] = {gout, n->in[0], n->in[1]};
+    /* gout is often an expanded scalar (from a sum): made contiguous, the
+     * loop takes the flat, vectorized path */
+    td_tensor *gc = td_contiguous(gout);
+    if (!gc) return -1;
+    td_tensor *ins[3] = {gc, n->in[0], n->in[1]};
     td_bcast bc;
-    if (td_broadcast("bce_with_logits backward", 3, ins, &bc)) return -1;
-    for (int k = 0; k < 2; k++) {
+    int rc = td_broadcast("bce_with_logits backward", 3, ins, &bc);
+    for (int k = 0; k < 2 && rc == 0; k++) {
         if (!wants(n, k)) continue;
         td_tensor *g = td_new(bc.ndim, bc.shape);
-        if (!g) return -1;
+        if (!g) {
+            rc = -1;
+            break;
+        }
         if (k == 0) TD_BCAST_LOOP(&bc, g->data, *o = x * (sigmoidf(y) - z));
         else TD_BCAST_LOOP(&bc, g->data, *o = -x * y);
-        int rc = td_accumulate(n, k, g);
+        rc = td_accumulate(n, k, g);
         td_release(g);
-        if (rc) return rc;
     }
-    return 0;
+    td_release(gc);
+    return rc;
 }
 
 /* ---- cross_entropy ---- */

@@ -21,6 +21,26 @@ static int check_flat(const char *op, int n, const char *const *names, const td_
     return td_failc("%s: %s must be contiguous with equal numel", op, msg);
 }
 
+typedef struct {
+    float shrink, l2, b1, a1, b2, a2, bc2_sqrt, eps, neg_step;
+} adam_k;
+
+/* Element i of the Adam update (the loop of td_adam_step). */
+static inline void adam_one(float *P, const float *G, float *M, float *V, float *VM, int64_t i, const adam_k *k,
+                            bool amsgrad) {
+    float p = P[i] * k->shrink, g = k->l2 != 0.0f ? G[i] + k->l2 * P[i] : G[i];
+    float mi = M[i] * k->b1 + k->a1 * g;
+    float vi = V[i] * k->b2 + k->a2 * g * g;
+    M[i] = mi;
+    V[i] = vi;
+    if (amsgrad) {
+        vi = VM[i] > vi ? VM[i] : vi;
+        VM[i] = vi;
+    }
+    float denom = sqrtf(vi) / k->bc2_sqrt + k->eps;
+    P[i] = p + k->neg_step * mi / denom;
+}
+
 /* p [n], g [n], m [n], v [n], vmax [n] or NULL; one pass. Scalars as torch
  * computes them: python floats (double), cast to float for the kernels. */
 int td_adam_step(td_tensor *param, const td_tensor *grad, td_tensor *m, td_tensor *v, td_tensor *vmax,
@@ -44,19 +64,23 @@ int td_adam_step(td_tensor *param, const td_tensor *grad, td_tensor *m, td_tenso
     float *P = param->data, *M = m->data, *V = v->data, *VM = amsgrad ? vmax->data : NULL;
     const float *G = grad->data;
     int64_t n = param->numel;
-    #pragma omp parallel for simd schedule(static) if (n > TD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float p = P[i] * shrink, g = l2 != 0.0f ? G[i] + l2 * P[i] : G[i];
-        float mi = M[i] * b1 + a1 * g;
-        float vi = V[i] * b2 + a2 * g * g;
-        M[i] = mi;
-        V[i] = vi;
+    const adam_k k = {shrink, l2, b1, a1, b2, a2, bc2_sqrt, feps, neg_step};
+    /* Threads take whole blocks and amsgrad is constant in each inner loop,
+     * so the loops vectorize and every element goes through the same code
+     * (vector body or scalar tail) whatever the thread count: the compiler
+     * may contract a*b + c into an FMA differently in the two. */
+    enum { BLOCK = 1024 };
+    int64_t nb = (n + BLOCK - 1) / BLOCK;
+    #pragma omp parallel for schedule(static) if (n > TD_PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
         if (amsgrad) {
-            vi = VM[i] > vi ? VM[i] : vi;
-            VM[i] = vi;
+            #pragma omp simd
+            for (int64_t i = lo; i < hi; i++) adam_one(P, G, M, V, VM, i, &k, true);
+        } else {
+            #pragma omp simd
+            for (int64_t i = lo; i < hi; i++) adam_one(P, G, M, V, VM, i, &k, false);
         }
-        float denom = sqrtf(vi) / bc2_sqrt + feps;
-        P[i] = p + neg_step * mi / denom;
     }
     return 0;
 }
