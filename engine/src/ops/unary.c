@@ -1,6 +1,7 @@
 /* unary.c - elementwise ops of one tensor (and a scalar parameter). */
 #include "internal.h"
 #include <math.h>
+#include "vmath.h"
 
 /* y = f(x) over a contiguous copy of the input; p is the op's float param. */
 #define UNARY_OP(name, OPENUM, PARAMS, P, EXPR)                               \
@@ -57,8 +58,8 @@
 
 #define SIMPLE(name, OPENUM, EXPR) UNARY_OP(name, OPENUM, (td_tensor *a), 0.0f, EXPR)
 
-static inline float sigmoidf(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
-static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+/* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), with no overflow */
+static inline float softplusf(float x) { return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x))); }
 static inline float gelu_cdf(float x) { return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)); }
 
 SIMPLE(neg, TD_OP_NEG, -x)
@@ -71,10 +72,10 @@ SIMPLE(rsqrt, TD_OP_RSQRT, 1.0f / sqrtf(x))
 SIMPLE(abs, TD_OP_ABS, fabsf(x))
 SIMPLE(square, TD_OP_SQUARE, x * x)
 SIMPLE(relu, TD_OP_RELU, x > 0.0f ? x : 0.0f)
-SIMPLE(sigmoid, TD_OP_SIGMOID, sigmoidf(x))
+SIMPLE(sigmoid, TD_OP_SIGMOID, td_sigmoidf(x))
 SIMPLE(tanh, TD_OP_TANH, tanhf(x))
 SIMPLE(softplus, TD_OP_SOFTPLUS, softplusf(x))
-SIMPLE(silu, TD_OP_SILU, x * sigmoidf(x))
+SIMPLE(silu, TD_OP_SILU, x * td_sigmoidf(x))
 SIMPLE(gelu, TD_OP_GELU, x * gelu_cdf(x))
 UNARY_OP(leaky_relu, TD_OP_LEAKY_RELU, (td_tensor *a, float slope), slope, x > 0.0f ? x : p * x)
 UNARY_OP(add_scalar, TD_OP_ADD_SCALAR, (td_tensor *a, float s), s, x + p)
@@ -94,8 +95,8 @@ UNARY_BW(square, 2.0f * g * x)
 UNARY_BW(relu, x > 0.0f ? g : 0.0f)
 UNARY_BW(sigmoid, g * y * (1.0f - y))
 UNARY_BW(tanh, g * (1.0f - y * y))
-UNARY_BW(softplus, x > 20.0f ? g : g * sigmoidf(x))
-UNARY_BW(silu, g * (sigmoidf(x) * (1.0f + x * (1.0f - sigmoidf(x)))))
+UNARY_BW(softplus, g * td_sigmoidf(x))
+UNARY_BW(silu, g * (td_sigmoidf(x) * (1.0f + x * (1.0f - td_sigmoidf(x)))))
 UNARY_BW(gelu, g * (gelu_cdf(x) + x * expf(-0.5f * x * x) * 0.3989422804014327f))
 UNARY_BW(leaky_relu, x > 0.0f ? g : g * p)
 UNARY_BW(add_scalar, g)
