@@ -1,0 +1,130 @@
+-- examples/ddpm.lua - a DDPM (Ho et al. 2020) with tide's UNet on MNIST or
+-- PolyMNIST (one modality): trains with the simple eps-MSE loss and an EMA of
+-- the weights, then samples with DDIM (and, for a few images, the full
+-- ancestral chain), and writes a grid.
+--
+--   bin/tide examples/ddpm.lua                  (MNIST, 30 minutes of training)
+--   bin/tide examples/ddpm.lua --quick          (10 minutes of training, base 16, batch 32: a rough grid)
+--   bin/tide examples/ddpm.lua --dataset polymnist --modality 1
+--
+-- flags: --dataset mnist|polymnist, --modality 1 (PolyMNIST), --minutes 30
+-- (training budget; --steps N instead stops after N steps), --steps 0,
+-- --batch 64, --lr 1e-3, --warmup 200, --ema 0.999, --base 32, --mults 1,2,
+-- --T 1000, --schedule linear|cosine, --ddim 50 (DDIM steps), --eta 0,
+-- --n 64 (grid), --ancestral_n 4 (images sampled with all T steps, timed),
+-- --seed 1, --threads 0, --dir out/ddpm (checkpoint), --img docs/img, --quick.
+-- Prints progress and one line at the end:
+--   RESULT model=ddpm dataset=... params=... steps=... train_s=... loss=... ddim_ms_per_image=... ddpm_ms_per_image=...
+local tide = require("tide")
+local UNet = require("tide.models.unet")
+local DDPM = require("tide.models.ddpm")
+
+local function parse(argv, defaults)
+  local o = {}
+  for k, v in pairs(defaults) do o[k] = v end
+  local i = 1
+  while i <= #argv do
+    local key = argv[i]:match("^%-%-([%w_]+)$")
+    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
+    if type(o[key]) == "boolean" then o[key] = true
+    else
+      i = i + 1
+      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
+    end
+    i = i + 1
+  end
+  return o
+end
+
+local o = parse(arg or {}, {dataset = "mnist", modality = 1, minutes = 30, steps = 0, batch = 64, lr = 1e-3,
+                            warmup = 200, ema = 0.999, base = 32, mults = "1,2", T = 1000, schedule = "linear",
+                            ddim = 50, eta = 0, n = 64, ancestral_n = 4, seed = 1, threads = 0,
+                            dir = "out/ddpm", img = "docs/img", quick = false})
+-- --quick: a quarter-size UNet (base 16: 146k parameters), batch 32, 10 minutes, a fast EMA
+if o.quick then -- the preset, for the flags not given on the command line
+  local given = " " .. table.concat(arg or {}, " ") .. " "
+  for k, v in pairs({minutes = 10, base = 16, batch = 32, lr = 2e-3, ema = 0.99}) do
+    if not given:find(" %-%-" .. k .. " ") then o[k] = v end
+  end
+  o.dir = o.dir .. "-quick"
+end
+if o.threads > 0 then tide.set_num_threads(o.threads) end
+local mults = {}
+for v in o.mults:gmatch("%d+") do mults[#mults + 1] = tonumber(v) end
+
+local ffi = require("ffi")
+pcall(ffi.cdef, "int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")
+local ts = ffi.new("struct timespec_")
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+end
+
+-- training images [N,C,28,28] in [0,1]
+local X, name
+if o.dataset == "mnist" then
+  X, name = tide.data.mnist{split = "train"}:tensor(1), "mnist"
+elseif o.dataset == "polymnist" then
+  X, name = tide.data.polymnist{split = "train"}:tensor(o.modality), "polymnist_m" .. (o.modality - 1)
+else
+  error("--dataset must be mnist or polymnist")
+end
+local N, C = X:size(1), X:size(2)
+
+tide.manual_seed(o.seed)
+local net = UNet{in_channels = C, base = o.base, mults = mults}
+local model = DDPM{net = net, T = o.T, schedule = o.schedule}
+local opt = tide.optim.Adam(model, {lr = o.lr})
+print(("DDPM on %s: %d images %dx%dx%d, UNet base %d mults %s, %d parameters, T=%d %s"):format(name, N, C,
+      X:size(3), X:size(4), o.base, o.mults, model:num_parameters(), o.T, o.schedule))
+io.stdout:flush()
+
+-- training: uniform batches, lr warm-up, EMA after every step
+local t0, step, avg = now(), 0, nil
+local budget = o.minutes * 60
+model:ema_update(o.ema)
+while true do
+  if o.steps > 0 and step >= o.steps then break end
+  if o.steps == 0 and now() - t0 >= budget then break end
+  step = step + 1
+  local idx = tide.randperm(N):narrow(1, 1, o.batch)
+  local x0 = X:index_select(1, idx) * 2 - 1
+  opt:set_lr(o.lr * math.min(1, step / o.warmup))
+  opt:zero_grad()
+  local loss = model:loss(x0)
+  loss:backward()
+  opt:clip_grad_norm(1)
+  opt:step()
+  model:ema_update(o.ema)
+  local l = loss:item()
+  avg = avg and 0.98 * avg + 0.02 * l or l
+  if step % 50 == 0 then
+    print(("step %d  loss %.4f  %.1f s"):format(step, avg, now() - t0))
+    io.stdout:flush()
+  end
+end
+local train_s = now() - t0
+os.execute("mkdir -p " .. o.dir)
+model:with_ema(function() model:save(o.dir .. "/ddpm_ema.safetensors") end)
+
+-- sampling with the EMA weights
+local shape = {C, X:size(3), X:size(4)}
+local s0 = now()
+local imgs = model:with_ema(function() return model:ddim(o.n, {shape = shape, steps = o.ddim, eta = o.eta}) end)
+local ddim_ms = (now() - s0) * 1000 / o.n
+local anc_ms = 0
+if o.ancestral_n > 0 then
+  s0 = now()
+  local a = model:with_ema(function() return model:sample(o.ancestral_n, {shape = shape}) end)
+  anc_ms = (now() - s0) * 1000 / o.ancestral_n
+  imgs = tide.cat({imgs, a}, 1)
+end
+if o.img ~= "" then
+  os.execute("mkdir -p " .. o.img)
+  local path = ("%s/ddpm_%s%s.png"):format(o.img, name, o.quick and "_quick" or "")
+  tide.viz.save_grid(path, (imgs + 1) * 0.5, {ncol = 8, scale = 2})
+  print("wrote " .. path .. (o.ancestral_n > 0 and (" (last " .. o.ancestral_n .. ": ancestral, T steps)") or ""))
+end
+print(("RESULT model=ddpm dataset=%s params=%d steps=%d batch=%d train_s=%.0f loss=%.4f ddim_steps=%d " ..
+       "ddim_ms_per_image=%.1f ddpm_ms_per_image=%.1f"):format(name, model:num_parameters(), step, o.batch,
+       train_s, avg or 0, o.ddim, ddim_ms, anc_ms))

@@ -1,0 +1,202 @@
+-- tide.models.ddpm - denoising diffusion probabilistic models (Ho et al.
+-- 2020) with DDIM sampling (Song et al. 2021) and an EMA of the weights.
+--
+--   local DDPM = require("tide.models.ddpm")
+--   local m = DDPM{net = UNet{...}, T = 1000, schedule = "linear"}   -- or "cosine"
+--   local loss = m:loss(x0)             -- x0 [B,C,H,W] in [-1,1]
+--   m:ema_update(0.999)                 -- after each optimizer step
+--   local x = m:sample(n, {shape = {1,28,28}})           -- ancestral, T steps
+--   local x = m:ddim(n, {shape = {1,28,28}, steps = 50, eta = 0})
+--   m:with_ema(function() ... end)      -- runs with the EMA weights in place
+--
+-- Forward process: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), with
+-- alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s; steps t = 0..T-1 here
+-- (the paper's t = 1..T shifted by one).
+-- Every network call is net(x_t, t, cond) with t a float tensor [B] of steps;
+-- cond (D-CMVAE) is passed through unchanged.
+local tide = require("tide")
+local nn = tide.nn
+
+local DDPM = nn.Module:extend("DDPM")
+
+-- beta_t, linear from beta_1 to beta_T (Ho et al.) or from the cosine abar
+-- (Nichol & Dhariwal 2021): abar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
+-- beta_t = min(1 - abar(t+1)/abar(t), 0.999).
+local function betas(kind, T, b1, bT)
+  local b = {}
+  if kind == "linear" then
+    for i = 1, T do b[i] = T == 1 and b1 or b1 + (bT - b1) * (i - 1) / (T - 1) end
+  elseif kind == "cosine" then
+    local s = 0.008
+    local function f(t) return math.cos((t / T + s) / (1 + s) * math.pi / 2) ^ 2 end
+    for i = 1, T do b[i] = math.min(1 - f(i) / f(i - 1), 0.999) end
+  else
+    error("DDPM: schedule must be linear or cosine, got " .. tostring(kind), 3)
+  end
+  return b
+end
+
+function DDPM:init(opts)
+  opts = opts or {}
+  if not opts.net then error("DDPM: opts.net (a noise-prediction network) is required", 2) end
+  self.net = opts.net
+  self.T = opts.T or 1000
+  self.schedule = opts.schedule or "linear"
+  self.clip = opts.clip ~= false
+  local b = betas(self.schedule, self.T, opts.beta1 or 1e-4, opts.betaT or 0.02)
+  -- per step (Lua index t+1): beta, alpha, abar, abar_prev
+  local ab, abp, acc = {}, {}, 1
+  for i = 1, self.T do
+    abp[i] = acc
+    acc = acc * (1 - b[i])
+    ab[i] = acc
+  end
+  self.beta, self.abar, self.abar_prev = b, ab, abp
+  local sa, s1a = {}, {}
+  for i = 1, self.T do sa[i], s1a[i] = math.sqrt(ab[i]), math.sqrt(1 - ab[i]) end
+  self.sqrt_abar_t = tide.tensor(sa)          -- [T]
+  self.sqrt_1mabar_t = tide.tensor(s1a)       -- [T]
+end
+
+-- (c0, ct, var) of the posterior q(x_{t-1} | x_t, x_0) = N(c0 x_0 + ct x_t, var):
+--   c0 = beta_t sqrt(abar_{t-1}) / (1 - abar_t)
+--   ct = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t)
+--   var = beta_t (1 - abar_{t-1}) / (1 - abar_t)
+function DDPM:posterior(t)
+  local i = t + 1
+  local bt, ab, abp = self.beta[i], self.abar[i], self.abar_prev[i]
+  return bt * math.sqrt(abp) / (1 - ab), (1 - abp) * math.sqrt(1 - bt) / (1 - ab), bt * (1 - abp) / (1 - ab)
+end
+
+-- Uniform steps [B] in 0..T-1 (a float tensor of whole numbers).
+function DDPM:random_steps(B)
+  return tide.ones(self.T):categorical(B)
+end
+
+-- x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, per sample: t [B], eps like x0.
+function DDPM:q_sample(x0, t, eps)
+  local shape = {x0:size(1)}
+  for _ = 2, x0.ndim do shape[#shape + 1] = 1 end
+  local a = self.sqrt_abar_t:index_select(1, t):reshape(shape)
+  local s = self.sqrt_1mabar_t:index_select(1, t):reshape(shape)
+  return x0 * a + eps * s
+end
+
+-- L_simple = E_{t, eps} || eps - eps_theta(x_t, t) ||^2 (mean over all
+-- elements). opts: t [B], eps (fixed noise), cond. Returns loss, x_t.
+function DDPM:loss(x0, opts)
+  opts = opts or {}
+  local t = opts.t or self:random_steps(x0:size(1))
+  local eps = opts.eps or tide.randn_like(x0)
+  local xt = self:q_sample(x0, t, eps)
+  return self.net(xt, t, opts.cond):mse_loss(eps), xt
+end
+
+-- x_0 estimate from eps: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clamped to [-1, 1]
+function DDPM:predict_x0(xt, t, eps)
+  local i = t + 1
+  local x0 = (xt - eps * math.sqrt(1 - self.abar[i])) * (1 / math.sqrt(self.abar[i]))
+  return self.clip and x0:clamp(-1, 1) or x0
+end
+
+local function steps_tensor(n, t) return tide.full({n}, t) end
+
+local function start_noise(self, n, opts)
+  if opts.noise then return opts.noise end
+  local shape = {n}
+  for _, v in ipairs(opts.shape or {1, 28, 28}) do shape[#shape + 1] = v end
+  return tide.randn(shape)
+end
+
+-- Ancestral sampling (Ho et al. Alg. 2, with x_0 clipped):
+--   x_{t-1} = c0 x0_hat(x_t) + ct x_t + sqrt(var) z,  z ~ N(0, I) for t > 0.
+-- opts: shape ({C,H,W}), cond, noise (x_T), from (start step, default T-1),
+-- progress (fn(step)). Returns x_0 [n,C,H,W] in [-1,1].
+function DDPM:sample(n, opts)
+  opts = opts or {}
+  return tide.no_grad(function()
+    local x = start_noise(self, n, opts)
+    for t = opts.from or self.T - 1, 0, -1 do
+      local eps = self.net(x, steps_tensor(n, t), opts.cond)
+      local c0, ct, var = self:posterior(t)
+      local mean = self:predict_x0(x, t, eps) * c0 + x * ct
+      x = t > 0 and mean + tide.randn_like(x) * math.sqrt(var) or mean
+      if opts.progress then opts.progress(t) end
+    end
+    return x
+  end)
+end
+
+-- The DDIM sub-sequence of `steps` steps, evenly spaced, from T-1 down to 0.
+function DDPM:ddim_steps(steps)
+  local seq = {}
+  for i = steps - 1, 0, -1 do seq[#seq + 1] = math.floor(i * self.T / steps + 0.5) end
+  seq[1] = math.min(seq[1], self.T - 1)
+  return seq
+end
+
+-- DDIM (Song et al. 2021, eq. 12), from t to the previous step s:
+--   x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps + sigma z,
+--   sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s);
+-- eta = 0 is deterministic given x_T. opts: steps (50), eta (0), shape,
+-- cond, noise.
+function DDPM:ddim(n, opts)
+  opts = opts or {}
+  local eta = opts.eta or 0
+  local seq = self:ddim_steps(opts.steps or 50)
+  return tide.no_grad(function()
+    local x = start_noise(self, n, opts)
+    for k, t in ipairs(seq) do
+      local eps = self.net(x, steps_tensor(n, t), opts.cond)
+      local x0 = self:predict_x0(x, t, eps)
+      local ab = self.abar[t + 1]
+      local abs = seq[k + 1] and self.abar[seq[k + 1] + 1] or 1
+      if not seq[k + 1] then
+        x = x0
+      else
+        local sigma = eta * math.sqrt((1 - abs) / (1 - ab)) * math.sqrt(1 - ab / abs)
+        -- with x0 clipped, eps is recomputed from it so the step stays on the DDIM path
+        local e = (x - x0 * math.sqrt(ab)) * (1 / math.sqrt(1 - ab))
+        x = x0 * math.sqrt(abs) + e * math.sqrt(math.max(1 - abs - sigma * sigma, 0))
+        if sigma > 0 then x = x + tide.randn_like(x) * sigma end
+      end
+      if opts.progress then opts.progress(t) end
+    end
+    return x
+  end)
+end
+
+---------------------------------------------------------------- EMA
+
+-- ema <- decay ema + (1 - decay) theta, over the flat parameter buffer in
+-- one engine pass: td_sgd_step's momentum buffer update b <- m b + (1 - d) g
+-- with m = d = decay, g = theta, at lr 0 (theta itself is left unchanged).
+function DDPM:ema_update(decay)
+  local flat = self:flat_parameters()
+  if not self._ema then
+    self._ema = flat:clone():detach()
+    return
+  end
+  flat:sgd_step(flat, self._ema, 0, decay, decay, 0, false, 2)
+end
+
+function DDPM:ema_buffer() return self._ema end
+
+function DDPM:set_ema_buffer(t)
+  self._ema = t:clone():detach()
+end
+
+-- Runs fn() with the EMA weights in the parameters (the trained ones are put
+-- back afterwards, even on error). Without an EMA, just fn().
+function DDPM:with_ema(fn, ...)
+  if not self._ema then return fn(...) end
+  local flat = self:flat_parameters()
+  local saved = flat:clone():detach()
+  flat:copy_(self._ema)
+  local r = {pcall(fn, ...)}
+  flat:copy_(saved)
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, table.maxn(r))
+end
+
+return DDPM
