@@ -6,7 +6,7 @@
 -- scoring Lua arrays needs no libtide: a piece that needs tensors or engine
 -- ops requires "tide" inside its functions, not at its top. Add a piece by
 -- adding its name to PIECES; two pieces may not export the same name.
-local PIECES = {"cluster"}
+local PIECES = {"cluster", "likelihood", "coherence", "frechet"}
 
 local M = {}
 for _, piece in ipairs(PIECES) do

