@@ -318,6 +318,36 @@ function Tensor.select(t, axis, i)
   return W.reshape(W.narrow(t, d + 1, i, 1), s)
 end
 
+-- t:split(size [, axis]) or t:split({s1, s2, ...} [, axis]) -> a table of
+-- views along axis (default 1): pieces of `size` (the last may be smaller)
+-- or of the given sizes. Gradients flow through each piece.
+function Tensor.split(t, sizes, axis)
+  axis = axis or 1
+  local d = axis_index(t, axis, "split")
+  local n = tonumber(t._shape[d])
+  local list = {}
+  if type(sizes) == "number" then
+    if sizes <= 0 or sizes ~= math.floor(sizes) then
+      raise("split: piece size " .. tostring(sizes) .. " is not a positive whole number")
+    end
+    for start = 1, n, sizes do list[#list + 1] = math.min(sizes, n - start + 1) end
+  else
+    local total = 0
+    for _, s in ipairs(sizes) do total = total + s end
+    if total ~= n then
+      raise("split: sizes add up to " .. total .. " but axis " .. axis .. " of shape " ..
+            B.shape_str(t) .. " has " .. n)
+    end
+    list = sizes
+  end
+  local out, start = {}, 1
+  for k, s in ipairs(list) do
+    out[k] = W.narrow(t, d + 1, start, s)
+    start = start + s
+  end
+  return out
+end
+
 local mt = {}
 
 -- t[i]: a number for a 1-d tensor, else the view t:select(1, i).
