@@ -139,6 +139,30 @@ bool check_grad(const char *what, check_fn fn, void *ctx, int nin, td_tensor **i
     return ok;
 }
 
+/* ---- bad inputs ---- */
+
+float *check_snapshot(const td_tensor *t) {
+    float *v = malloc(sizeof(float) * (size_t)(t->numel + 1));
+    td_copy_to_buffer(t, v);
+    return v;
+}
+
+void check_unchanged(const char *what, const td_tensor *t, float *snap) {
+    float *now = check_snapshot(t);
+    CHECK(memcmp(now, snap, sizeof(float) * (size_t)t->numel) == 0, "%s: input changed", what);
+    free(now);
+    free(snap);
+}
+
+void check_error(td_tensor *r, const char *what, const char *n1, const char *n2, const char *n3) {
+    const char *e = td_last_error();
+    CHECK(r == NULL, "%s must fail", what);
+    const char *needles[3] = {n1, n2, n3};
+    for (int i = 0; i < 3; i++)
+        if (needles[i]) CHECK(strstr(e, needles[i]) != NULL, "%s: message lacks \"%s\": %s", what, needles[i], e);
+    td_release(r);
+}
+
 /* ---- fixtures ---- */
 
 typedef struct {

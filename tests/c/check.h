@@ -39,6 +39,13 @@ typedef td_tensor *(*check_fn)(td_tensor **inputs, void *ctx);
 bool check_grad(const char *what, check_fn fn, void *ctx, int nin, td_tensor **inputs,
                 float eps, float atol, float rtol, int max_elems);
 
+/* Bad-input checks: a copy of t's values; that t still holds them (frees
+ * snap); that r is NULL and the error message holds every non-NULL needle
+ * (releases r). */
+float *check_snapshot(const td_tensor *t);
+void check_unchanged(const char *what, const td_tensor *t, float *snap);
+void check_error(td_tensor *r, const char *what, const char *n1, const char *n2, const char *n3);
+
 /* Fixtures: text files written by tests/fixtures/make_fixtures.py, one tensor
  * per line: "<case> <name> <ndim> <dims...> <values...>". */
 typedef struct check_fixture check_fixture;
