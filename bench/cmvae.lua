@@ -14,7 +14,7 @@ local tide = require("tide")
 local ffi = require("ffi")
 local CMVAE = require("tide.models.cmvae")
 
-tide.set_num_threads(2)
+tide.set_num_threads(tonumber(os.getenv("BENCH_THREADS") or "2"))
 local arch = arg and arg[1] or "light"
 local M, B = 5, 128
 

@@ -23,6 +23,7 @@ except for steps over 2 s: one warm-up run, then 3 timed runs.
     cmvae_torch.py light|paper [steps]   (with steps: print the loss, no timing)
 """
 import math
+import os
 import sys
 import time
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 M, B, C, ZD, WD, BETA, LIK = 5, 128, 40, 32, 32, 2.5, 0.75
 SHAPE = (3, 28, 28)
 P = 3 * 28 * 28

@@ -7,7 +7,7 @@
 -- Prints tide_ms=<median> tide_peak_mb=<VmHWM>.
 --   TIDE_LIB=build/libtide.so luajit bench/mvae.lua [steps | profile]
 -- (steps: print the loss after that many steps, no timing; profile: the
--- time of each phase of the step; TIDE_BENCH_THREADS=n changes the 2 threads)
+-- time of each phase of the step; BENCH_THREADS=n changes the 2 threads)
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = here .. "/../lua/?.lua;" .. here .. "/../lua/?/init.lua;" .. here .. "/../bindings/?.lua;" .. package.path
 local tide = require("tide")
@@ -16,7 +16,7 @@ local MM = require("tide.models.multimodal")
 local MVAE = require("tide.models.mvae")
 local ffi = require("ffi")
 
-tide.set_num_threads(tonumber(os.getenv("TIDE_BENCH_THREADS") or 2))
+tide.set_num_threads(tonumber(os.getenv("BENCH_THREADS") or 2))
 local B, Z = 128, 20
 
 ffi.cdef("int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")

@@ -13,6 +13,7 @@ bench/run starts it with the OpenMP OpenBLAS on LD_LIBRARY_PATH; 2 threads are s
 
     mvae.py [steps]   (with steps: print the loss after that many steps, no timing)
 """
+import os
 import sys
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from torch_bench import median_ms
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 B, Z = 128, 20
 
 

@@ -4,13 +4,14 @@ for one case. bench/run starts it in PyTorch's fastest configuration
 
     torch_bench.py conv N C H W COUT K S P XGRAD   F.conv2d with bias, forward + backward
 """
+import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 BUDGET_MS = 1500.0
 
 

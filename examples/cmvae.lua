@@ -12,7 +12,10 @@
 -- --clusters 40, --zdim 32, --wdim 32, --beta 2.5, --hidden 256 (light),
 -- --lr 1e-3, --batch 128, --samples 1, --objective elbo|iwae|dreg,
 -- --prior laplace|normal, --learn_scales, --seed 1, --threads 2,
--- --out runs/cmvae (PNG grids, K curve, log), --quick (1 epoch on 1,024 tuples),
+-- --out runs/cmvae (PNG grids, K curve, log, a checkpoint per epoch in <out>/ckpt, and the
+-- final model with its chosen K in <out>/<model>.safetensors: tide.load_model reads it),
+-- --resume (continue from the newest checkpoint in <out>/ckpt; without it an old one there is
+-- replaced), --quick (1 epoch on 1,024 tuples),
 -- --eval_every 1 (epochs between test ACC/NMI in the log; 0 = never),
 -- --init_epoch 0 (after that epoch, k-means on the z means places the clusters; 0 = never),
 -- --warmup 0 (epochs over which beta rises linearly from 0 to --beta; 0 = none),
@@ -43,7 +46,7 @@ end
 
 local DEFAULTS = {model = "cmvae", arch = "light", epochs = 25, budget = 0, clusters = 40, zdim = 32, wdim = 32,
                   beta = 2.5, hidden = 256, lr = 1e-3, batch = 128, samples = 1, objective = "elbo",
-                  prior = "laplace", learn_scales = false, seed = 1, threads = 2, out = "runs/cmvae",
+                  prior = "laplace", learn_scales = false, seed = 1, threads = 2, out = "runs/cmvae", resume = false,
                   quick = false, eval_every = 1, clip = 0, init_epoch = 0, warmup = 0, likelihood = "laplace", lik_scale = 0.75}
 
 local M = {}
@@ -113,7 +116,7 @@ function M.run(argv, overrides)
   end
   local hist = tide.train.fit{
     model = model, optimizer = opt, loader = loader, epochs = o.epochs, step = step, backward = false,
-    seed = o.seed, log = o.out .. "/log.csv",
+    seed = o.seed, log = o.out .. "/log.csv", dir = o.out .. "/ckpt", resume = o.resume, overwrite = not o.resume,
     on_step_end = function(ctx)
       if o.budget > 0 and now() - t_train > o.budget then ctx.stop("time budget") end
     end,
@@ -156,6 +159,8 @@ function M.run(argv, overrides)
     imgs.clusters = o.out .. "/cmvae_cluster_samples.png"
     tide.viz.save_grid(imgs.clusters, g:reshape(nc * n * Mm, sh[3], sh[4], sh[5]):clamp(0, 1), {ncol = n * Mm})
   end
+  imgs.model = o.out .. "/" .. o.model .. ".safetensors"
+  model:save(imgs.model)
   -- cross-modal generation: 8 test tuples (M rows), then every modality generated from modality 1 (M rows)
   local b = test_ds:range(1, 8)
   local x = tide.stack(b.x, 1)
@@ -169,7 +174,7 @@ function M.run(argv, overrides)
          "train_s=%.0f s_per_epoch=%.1f total_s=%.0f split=test")
         :format(o.model, result.acc, result.nmi, result.ari, result.k, o.arch, o.seed, epochs_done, nparams, train_s,
                 train_s / math.max(epochs_done, 1), total))
-  for _, k in ipairs({"k_curve", "clusters", "cross"}) do
+  for _, k in ipairs({"k_curve", "clusters", "cross", "model"}) do
     if imgs[k] then print(("wrote %s"):format(imgs[k])) end
   end
   result.images, result.model, result.train_s, result.epochs = imgs, model, train_s, epochs_done

@@ -15,7 +15,8 @@
 -- log(F x the mean cluster variance); 0 = keep it), --shift S (random
 -- translations by up to S pixels of the training images, in pre-training
 -- and, unless --train_shift says otherwise, in VaDE training; not in the
--- paper), --noise P (masking noise of the pre-training inputs, the
+-- paper), --rotate D (and rotations by up to D degrees in pre-training),
+-- --noise P (masking noise of the pre-training inputs, the
 -- denoising autoencoder of DEC/VaDE's pre-training), --pretrained FILE (reuse/save the pre-trained weights),
 -- --out DIR (final weights and a PNG grid of samples per cluster),
 -- --threads N, --quick.
@@ -44,7 +45,7 @@ end
 
 local o = parse(arg or {}, {dataset = "mnist", split = "test", seed = 1, pretrain_epochs = 50, pretrain_lr = 1e-3,
                             epochs = 100, lr = 2e-3, decay_every = 10, batch = 100, hidden = "500,500,2000",
-                            z_dim = 10, k = 10, eval_every = 10, gmm_n_init = 10, q_var = 0, shift = 0, noise = 0,
+                            z_dim = 10, k = 10, eval_every = 10, gmm_n_init = 10, q_var = 0, shift = 0, rotate = 0, noise = 0,
                             train_shift = -1, pretrained = "", out = "",
                             threads = 0, quick = false})
 if o.threads > 0 then tide.set_num_threads(o.threads) end
@@ -94,6 +95,7 @@ end
 local ae = model:autoencoder_modules()
 if file_exists(o.pretrained) then
   model:load(o.pretrained, {strict = false})
+  o.pretrain_epochs = 0
   print("pre-trained weights from " .. o.pretrained)
 else
   local opt = tide.optim.Adam(ae, {lr = o.pretrain_lr})
@@ -101,7 +103,7 @@ else
   for e = 1, o.pretrain_epochs do
     loader:set_epoch(e)
     local l = epoch(loader, opt, function(x)
-      x = VaDE.random_shift(x, o.shift)
+      x = VaDE.random_shift(x, o.shift, o.rotate)
       return model:pretrain_loss(VaDE.mask_noise(x, o.noise), x)
     end, e)
     print(("pretrain epoch %d/%d loss %.3f (%ds)"):format(e, o.pretrain_epochs, l, os.time() - wall0))
@@ -140,5 +142,6 @@ if o.out ~= "" then
   tide.png_save(o.out .. "/vade_" .. name .. "_seed" .. o.seed .. ".png", grid)
 end
 print(("RESULT model=vade dataset=%s acc=%.4f nmi=%.4f ari=%.4f k=%d seed=%d n=%d pretrain_epochs=%d epochs=%d " ..
-       "init_acc=%.4f pretrain_s=%d wall_s=%d"):format(name, s.acc, s.nmi, s.ari, o.k, o.seed, ds:size(),
-       o.pretrain_epochs, o.epochs, s0.acc, pre_s, os.time() - wall0))
+       "init_acc=%.4f pretrain_s=%d wall_s=%d%s"):format(name, s.acc, s.nmi, s.ari, o.k, o.seed, ds:size(),
+       o.pretrain_epochs, o.epochs, s0.acc, pre_s, os.time() - wall0,
+       o.pretrain_epochs == 0 and (" pretrained=" .. o.pretrained) or ""))

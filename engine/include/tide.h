@@ -233,6 +233,9 @@ td_tensor *td_st_get(const td_st_file *f, const char *name);
 td_tensor *td_st_get_rows(const td_st_file *f, const char *name, int64_t start, int64_t count);
 /* a value of __metadata__, or NULL */
 const char *td_st_metadata(const td_st_file *f, const char *key);
+/* the number of __metadata__ entries, and the key of entry i (NULL out of range) */
+int td_st_metadata_count(const td_st_file *f);
+const char *td_st_metadata_key(const td_st_file *f, int i);
 void td_st_close(td_st_file *f);
 
 /* optimizers: in place on flat buffers, no autograd */

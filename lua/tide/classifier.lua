@@ -27,7 +27,7 @@ C.ImageClassifier = Image
 
 function Image:init(opts)
   local c, w, f, k = opts.channels or 1, opts.width or 32, opts.features or 128, opts.classes or 10
-  self.config = {kind = "image", channels = c, width = w, features = f, classes = k}
+  self.config = {class = "tide.classifier", kind = "image", channels = c, width = w, features = f, classes = k}
   self.body = nn.Sequential(
     nn.Conv2d(c, w, 3, 2, 1), nn.ReLU(),              -- 14x14
     nn.Conv2d(w, 2 * w, 3, 2, 1), nn.ReLU(),          -- 7x7
@@ -47,7 +47,7 @@ function Text:init(opts)
   local text = require("tide.models.text")
   local v, e, h = opts.vocab or text.VOCAB, opts.embed or 16, opts.hidden or 64
   local f, k = opts.features or 64, opts.classes or 10
-  self.config = {kind = "text", vocab = v, embed = e, hidden = h, features = f, classes = k}
+  self.config = {class = "tide.classifier", kind = "text", vocab = v, embed = e, hidden = h, features = f, classes = k}
   self.embed = nn.Embedding(v, e)
   self.gru = nn.GRU(e, h, {batch_first = true})
   self.proj = nn.Sequential(nn.Linear(h, f), nn.ReLU())
@@ -143,36 +143,11 @@ end
 
 ---------------------------------------------------------------- files
 
--- clf:save(path [, opts]): Module:save with the kind and sizes added to
--- the metadata, so C.load can rebuild it.
-local function save(self, path, opts)
-  opts = opts or {}
-  local md = {}
-  for k, v in pairs(opts.metadata or {}) do md[k] = tostring(v) end
-  for k, v in pairs(self.config) do md["classifier." .. k] = tostring(v) end
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.metadata = md
-  nn.Module.save(self, path, o)
-  return path
-end
-Image.save, Text.save = save, save
+-- clf:save(path) is Module:save: the config (kind and sizes) goes in the
+-- metadata, so C.load (tide.load_model) rebuilds it.
 function C.save(clf, path, metadata) return clf:save(path, {metadata = metadata}) end
 
--- Rebuilds a classifier from a file written by C.save.
-function C.load(path)
-  local f = tide.serialize.open(path)
-  local opts = {}
-  for _, k in ipairs{"kind", "channels", "width", "features", "classes", "vocab", "embed", "hidden"} do
-    local v = f:metadata("classifier." .. k)
-    if v then opts[k] = tonumber(v) or v end
-  end
-  f:close()
-  if not opts.kind then error("classifier.load: " .. path .. " has no classifier metadata", 2) end
-  local clf = C.new(opts)
-  clf:load(path)
-  clf:eval()
-  return clf
-end
+function C.load(path) return tide.serialize.load_model(path) end
 
-return C
+-- C(config) = C.new(config): the constructor tide.load_model calls
+return setmetatable(C, {__call = function(_, opts) return C.new(opts) end})

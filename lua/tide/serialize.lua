@@ -6,6 +6,7 @@
 --   S.read(path) -> {name = tensor}
 --   S.save_checkpoint(path, model [, {optimizer =, metadata =, torch_names =}])  (also model:save, tide.save)
 --   S.load_checkpoint(path, model [, {optimizer =, strict =, torch_names =}])     (also model:load, tide.load)
+--   S.load_model(path) -> a model rebuilt from the file alone               (also tide.load_model)
 --
 -- A checkpoint holds the model's parameters under their dotted names; with
 -- torch_names = true, under the names PyTorch's state_dict gives the same
@@ -15,6 +16,11 @@
 -- optimizer its state: tensors "optim.<group>.<i>.<exp_avg|exp_avg_sq|
 -- max_exp_avg_sq|momentum_buffer>" and metadata strings "optim.kind",
 -- "optim.steps", "optim.<group>.<hyperparameter>", "optim.<group>.<i>.step".
+-- A model with a field `config` (its constructor's options: numbers,
+-- booleans, strings, lists of numbers) and `config.class` (the module that
+-- returns its constructor, e.g. "tide.models.cmvae") is saved with them as
+-- metadata "config.<key>" = "<n|b|s|l>:<value>", so S.load_model can call
+-- require(class)(config) and load the parameters into the result.
 local B = require("tide_ffi")
 local ffi, C = B.ffi, B.C
 local raise = B.raise
@@ -106,6 +112,14 @@ local function live(f)
   return f.ptr
 end
 
+-- Metadata keys in file order.
+function File:metadata_keys()
+  local p = live(self)
+  local out = {}
+  for i = 0, C.td_st_metadata_count(p) - 1 do out[i + 1] = ffi.string(C.td_st_metadata_key(p, i)) end
+  return out
+end
+
 -- Tensor names in file order.
 function File:names()
   local p = live(self)
@@ -185,6 +199,36 @@ local function decode(s, like)
   return s
 end
 
+local CONFIG_TAGS = {number = "n", boolean = "b", string = "s", table = "l"}
+local CONFIG_TYPES = {n = 0, b = false, s = "", l = {}}
+
+local function config_metadata(config, meta)
+  for k, v in pairs(config) do
+    local tag = CONFIG_TAGS[type(v)]
+    if not tag then raise(("save: config.%s is a %s (numbers, booleans, strings, lists only)"):format(k, type(v))) end
+    meta["config." .. k] = tag .. ":" .. encode(v)
+  end
+end
+
+-- The config a checkpoint was saved with ({} when it has none).
+function S.read_config(path)
+  local f = S.open(path)
+  local cfg = {}
+  for _, key in ipairs(f:metadata_keys()) do
+    local k = key:match("^config%.(.+)$")
+    if k then
+      local tag, v = f:metadata(key):match("^(%a):(.*)$")
+      if CONFIG_TYPES[tag] == nil then
+        f:close()
+        raise(("load: %s: metadata %s is not a tagged config value"):format(path, key))
+      end
+      cfg[k] = decode(v, CONFIG_TYPES[tag])
+    end
+  end
+  f:close()
+  return cfg
+end
+
 local STATE_KEYS = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"}
 
 -- tide name -> PyTorch state_dict name of every parameter: children of a
@@ -215,6 +259,7 @@ function S.save_checkpoint(path, model, opts)
   local map = opts.torch_names and torch_names(model) or nil
   for name, p in model:named_parameters() do list[#list + 1] = {map and map[name] or name, p} end
   for k, v in pairs(opts.metadata or {}) do meta[k] = v end
+  if type(model.config) == "table" and model.config.class then config_metadata(model.config, meta) end
   local opt = opts.optimizer
   if opt then
     local sd = opt:state_dict()
@@ -303,6 +348,21 @@ function S.load_checkpoint(path, model, opts)
   for _, k in ipairs(opts.metadata_keys or {}) do meta[k] = f:metadata(k) end
   f:close()
   return meta
+end
+
+-- Rebuilds a model saved with a config: require(config.class)(config),
+-- then its parameters, in eval mode.
+function S.load_model(path)
+  local cfg = S.read_config(path)
+  if not cfg.class then
+    raise(("load_model: %s has no config.class (saved from a model without a .config)"):format(path))
+  end
+  local ok, ctor = pcall(require, cfg.class)
+  if not ok then raise(("load_model: %s names class %s, which does not load: %s"):format(path, cfg.class, ctor)) end
+  local model = ctor(cfg)
+  S.load_checkpoint(path, model)
+  model:eval()
+  return model
 end
 
 -- tide.save(path, model, opts) / tide.load(path, model, opts); without a

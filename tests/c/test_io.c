@@ -413,6 +413,10 @@ static void test_st_fixture(void) {
     CHECK(!strcmp(td_st_metadata(f, "format"), "pt") && !strcmp(td_st_metadata(f, "quote"), "a \"b\" \\ c") &&
               !strcmp(td_st_metadata(f, "unicode"), "caf\xc3\xa9 \xe2\x9c\x93") && !td_st_metadata(f, "missing"),
           "metadata values");
+    int seen = 0;
+    for (int i = 0; i < td_st_metadata_count(f); i++) seen += !strcmp(td_st_metadata_key(f, i), "quote");
+    CHECK(td_st_metadata_count(f) == 4 && seen == 1 && !td_st_metadata_key(f, 4) && !td_st_metadata_key(f, -1),
+          "metadata keys: 4, 'quote' among them, NULL out of range");
     td_tensor *rows = td_st_get_rows(f, "bytes", 1, 1);
     td_tensor *w = td_from_buffer(3, SHAPE(1, 2, 2), (float[]){128, 200, 254, 255});
     check_close("rows [1,2) of bytes", rows, w, 0, 0);

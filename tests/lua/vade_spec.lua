@@ -109,6 +109,28 @@ describe("VaDE", function()
       seen[found] = true
     end
     assert.are.equal(x, VaDE.random_shift(x, 0))
+    -- with rot = 180 the angles are multiples of 90 degrees, so each output
+    -- is its input turned by 0, 1, 2 or 3 quarter turns
+    local x8 = tide.arange(8 * 784):reshape(8, 1, 28, 28) + 1
+    local x8t = x8:reshape(8, 28, 28):to_table()
+    local r = VaDE.random_shift(x8, 0, 180):reshape(8, 28, 28):to_table()
+    local turns = {}
+    for b = 1, 8 do
+      local ok = {true, true, true, true}
+      for i = 1, 28 do
+        for j = 1, 28 do
+          local v, a = r[b][i][j], x8t[b]
+          ok[1] = ok[1] and v == a[i][j]
+          ok[2] = ok[2] and v == a[j][29 - i]
+          ok[3] = ok[3] and v == a[29 - i][29 - j]
+          ok[4] = ok[4] and v == a[29 - j][i]
+        end
+      end
+      local k = ok[1] and 1 or ok[2] and 2 or ok[3] and 3 or ok[4] and 4
+      assert.is_truthy(k, "image " .. b .. " is not a quarter turn of its input")
+      turns[k] = true
+    end
+    assert.is_true(next(turns, next(turns)) ~= nil, "8 draws all took the same turn")
     -- masking noise zeroes about p of the entries and keeps the rest
     local m = VaDE.mask_noise(tide.ones(100, 100), 0.2)
     local kept = m:sum():item() / 1e4

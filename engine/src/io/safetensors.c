@@ -370,6 +370,12 @@ const char *td_st_metadata(const td_st_file *f, const char *key) {
     return NULL;
 }
 
+int td_st_metadata_count(const td_st_file *f) { return f ? f->nmeta : 0; }
+
+const char *td_st_metadata_key(const td_st_file *f, int i) {
+    return f && i >= 0 && i < f->nmeta ? f->mkeys[i] : NULL;
+}
+
 /* Reads n values from byte offset off (inside the data) into out. */
 static int read_values(const td_st_file *f, const st_entry *e, uint64_t off, float *out, int64_t n) {
     int sz = dtype_sizes[e->dtype];

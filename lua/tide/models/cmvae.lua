@@ -22,6 +22,7 @@
 --   local loss, stats = model:backward(batch.x)
 --   local res = model:choose_k(val_ds)     -- post-hoc K (tide.cluster.posthoc), prunes the prior
 --   local pred = model:predict(test_ds)    -- cluster ids [N] (0-based)
+--   model:save("cmvae.safetensors"); tide.load_model("cmvae.safetensors")  -- config and chosen K included
 local tide = require("tide")
 local nn = tide.nn
 local MMVAEPlus = require("tide.models.mmvae_plus")
@@ -50,6 +51,11 @@ function CMVAE:init(o)
     self.fixed_scales = tide.zeros(K, D)
   end
   self.active = tide.ones(K) -- 1 = kept by the post-hoc choice of K
+  if self.config then
+    self.config.class, self.config.clusters, self.config.prior = "tide.models.cmvae", K, self.prior
+    self.config.learn_scales = o.learn_scales or false
+  end
+  if o.active then self:set_active(tide.from_table(o.active)) end
 end
 
 -- {logits [K] (pruned clusters at -1e30), locs [K,D], scales [K,D], family}
@@ -100,6 +106,7 @@ end
 function CMVAE:set_active(mask)
   self.active = mask:clone()
   self.pruned = mask:sum():item() < self.nclusters
+  if self.config then self.config.active = mask:to_table() end
 end
 
 -- Cluster ids [N] (0-based) of a data set: per modality argmax_c q(c|z_m)

@@ -90,6 +90,11 @@ function MMVAEPlus:init(o)
                                      shape = self.shape, hidden = o.hidden})
   end
   self.enc, self.dec = enc, dec
+  -- what tide.load_model needs to rebuild it (none with custom networks)
+  self.config = not o.encoder and {class = "tide.models.mmvae_plus", modalities = self.M, shape = self.shape,
+                 zdim = self.zdim, wdim = self.wdim, hidden = o.hidden, arch = self.arch, beta = self.beta,
+                 samples = self.samples, objective = self.objective, posterior = self.posterior,
+                 likelihood = self.likelihood, likelihood_scale = self.likelihood_scale} or nil
   -- r_n: location 0, scale softplus(r_rho_n) + 1e-6, learnable
   self:register_parameter("r_rho", {self.M, 1, self.wdim}, function(t) nn.init.constant_(t, SOFTPLUS_INV_1) end)
   local eye = tide.zeros(self.M, 1, self.M, 1, 1)

@@ -231,35 +231,56 @@ function M.mask_noise(x, p)
   return x * tide.bernoulli(tide.full_like(x, 1 - p))
 end
 
--- shift maps [(2s+1)^2, 28*28]: output pixel (i, j) of shift (dy, dx) reads
--- pixel (i - dy + s, j - dx + s) of the image zero-padded by s.
-local shift_maps = {}
-local function shift_map(s)
-  if shift_maps[s] then return shift_maps[s] end
-  local P, t = 28 + 2 * s, {}
-  for dy = -s, s do
-    for dx = -s, s do
-      for i = 0, 27 do
-        for j = 0, 27 do t[#t + 1] = (i - dy + s) * P + (j - dx + s) end
+-- Maps [(2s+1)^2 * R, 28*28] for shifts (dy, dx) in [-s, s]^2 and R
+-- rotations (degrees rot * {-1, -1/2, 0, 1/2, 1}, or none when rot = 0):
+-- output pixel (i, j) reads, by nearest neighbour, the pixel of the image
+-- zero-padded by s + 1 that the inverse rotation about the centre and the
+-- inverse shift bring it to (a padding zero when that falls outside).
+local affine_maps = {}
+local function affine_map(s, rot)
+  local key = s .. "/" .. rot
+  if affine_maps[key] then return affine_maps[key] end
+  local p = s + 1
+  local P, t, n = 28 + 2 * p, {}, 0
+  local angles = rot > 0 and {-rot, -rot / 2, 0, rot / 2, rot} or {0}
+  for _, deg in ipairs(angles) do
+    -- rounded, so quarter turns map pixel centres exactly (cos 90 is 6e-17)
+    local c = math.floor(math.cos(math.rad(deg)) * 1e9 + 0.5) / 1e9
+    local sn = math.floor(math.sin(math.rad(deg)) * 1e9 + 0.5) / 1e9
+    for dy = -s, s do
+      for dx = -s, s do
+        n = n + 1
+        for i = 0, 27 do
+          for j = 0, 27 do
+            local y, x = i - dy - 13.5, j - dx - 13.5
+            local si = math.floor(c * y + sn * x + 13.5 + 0.5)
+            local sj = math.floor(-sn * y + c * x + 13.5 + 0.5)
+            if si < 0 or si > 27 or sj < 0 or sj > 27 then t[#t + 1] = 0
+            else t[#t + 1] = (si + p) * P + (sj + p) end
+          end
+        end
       end
     end
   end
-  shift_maps[s] = tide.from_table(t, {(2 * s + 1) ^ 2, 784})
-  return shift_maps[s]
+  affine_maps[key] = {map = tide.from_table(t, {n, 784}), pad = p}
+  return affine_maps[key]
 end
 
 -- Random translations of 28x28 images x [B,1,28,28] (or [B,784]) by up to
--- s pixels in each direction (uniform over the (2s+1)^2 shifts, drawn per
--- image), zeros shifted in: a pad (concat) and one gather.
-function M.random_shift(x, s)
-  if not s or s <= 0 then return x end
-  local b, P = x:size(1), 28 + 2 * s
+-- s pixels in each direction, and rotations by up to rot degrees when rot
+-- is given (uniform over the maps, drawn per image), zeros brought in: a
+-- pad (concat) and one gather.
+function M.random_shift(x, s, rot)
+  rot = rot or 0
+  if (not s or s <= 0) and rot <= 0 then return x end
+  local a = affine_map(s or 0, rot)
+  local b, p = x:size(1), a.pad
+  local P = 28 + 2 * p
   local img = x:reshape(b, 28, 28)
-  local zc, zr = tide.zeros(b, 28, s), tide.zeros(b, s, P)
+  local zc, zr = tide.zeros(b, 28, p), tide.zeros(b, p, P)
   local padded = tide.cat({zr, tide.cat({zc, img, zc}, 3), zr}, 2):reshape(b, P * P)
-  local maps = shift_map(s)
-  local ids = tide.categorical(tide.full({maps:size(1)}, 1 / maps:size(1)), b)
-  return padded:gather(2, maps:index_select(1, ids)):reshape(x:shape())
+  local ids = tide.categorical(tide.full({a.map:size(1)}, 1 / a.map:size(1)), b)
+  return padded:gather(2, a.map:index_select(1, ids)):reshape(x:shape())
 end
 
 -- Samples of cluster c (0-based): decoder outputs (probabilities for
