@@ -13,11 +13,13 @@
 -- --T 1000, --schedule linear|cosine, --ddim 50 (DDIM steps), --eta 0,
 -- --n 64 (grid), --ancestral_n 4 (images sampled with all T steps, timed),
 -- --seed 1, --threads 0, --dir out/ddpm (checkpoint), --img docs/img, --quick.
+-- The checkpoint <dir>/ddpm_ema.safetensors (EMA weights) carries its config:
+-- tide.load_model rebuilds it (a tide.models.dcmvae with conditional = false),
+-- and examples/dcmvae.lua --ddpm PATH compares its samples to D-CMVAE's.
 -- Prints progress and one line at the end:
 --   RESULT model=ddpm dataset=... params=... steps=... train_s=... loss=... ddim_ms_per_image=... ddpm_ms_per_image=...
 local tide = require("tide")
-local UNet = require("tide.models.unet")
-local DDPM = require("tide.models.ddpm")
+local DC = require("tide.models.dcmvae")
 
 local function parse(argv, defaults)
   local o = {}
@@ -72,8 +74,8 @@ end
 local N, C = X:size(1), X:size(2)
 
 tide.manual_seed(o.seed)
-local net = UNet{in_channels = C, base = o.base, mults = mults}
-local model = DDPM{net = net, T = o.T, schedule = o.schedule}
+-- the unconditional DDPM of tide.models.dcmvae: the same UNet and chain, saved with its config
+local model = DC{channels = C, conditional = false, base = o.base, mults = mults, T = o.T, schedule = o.schedule}
 local opt = tide.optim.Adam(model, {lr = o.lr})
 print(("DDPM on %s: %d images %dx%dx%d, UNet base %d mults %s, %d parameters, T=%d %s"):format(name, N, C,
       X:size(3), X:size(4), o.base, o.mults, model:num_parameters(), o.T, o.schedule))
@@ -88,10 +90,10 @@ while true do
   if o.steps == 0 and now() - t0 >= budget then break end
   step = step + 1
   local idx = tide.randperm(N):narrow(1, 1, o.batch)
-  local x0 = X:index_select(1, idx) * 2 - 1
+  local x = X:index_select(1, idx)                  -- [0,1]: loss() scales to [-1,1]
   opt:set_lr(o.lr * math.min(1, step / o.warmup))
   opt:zero_grad()
-  local loss = model:loss(x0)
+  local loss = model:loss(x)
   loss:backward()
   opt:clip_grad_norm(1)
   opt:step()
@@ -105,7 +107,9 @@ while true do
 end
 local train_s = now() - t0
 os.execute("mkdir -p " .. o.dir)
-model:with_ema(function() model:save(o.dir .. "/ddpm_ema.safetensors") end)
+local ckpt = o.dir .. "/ddpm_ema.safetensors"
+model:with_ema(function() model:save(ckpt, {metadata = {dataset = name}}) end)
+print("wrote " .. ckpt)
 
 -- sampling with the EMA weights
 local shape = {C, X:size(3), X:size(4)}

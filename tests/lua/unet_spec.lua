@@ -8,7 +8,7 @@ local DDPM = require("tide.models.ddpm")
 local fixture = dofile("tests/lua/fixture.lua")
 
 local function tiny()
-  local net = U.UNet{in_channels = 1, cond_channels = 1, base = 8, mults = {1, 2}, groups = 2, temb = 16}
+  local net = U.UNet{in_channels = 1, cond_channels = 1, base = 4, mults = {1, 2}, groups = 2, temb = 8}  -- make_ddpm.py
   local F = fixture.load("ddpm").unet
   local sd = {}
   for name in net:named_parameters() do
