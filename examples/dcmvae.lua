@@ -36,7 +36,8 @@
 --   Grid <img>/dcmvae_clusters[_quick].png: per cluster a row of CMVAE samples
 --   and below it their refinements.
 --
--- flags: --dataset polymnist|mnist, --modality 1, --src mix, --minutes 20 (or
+-- flags: --dataset polymnist|mnist_fashion|mnist (mnist_fashion: a CMVAE trained with
+-- examples/cmvae.lua --dataset mnist_fashion; classifiers mnist / fashion_mnist), --modality 1, --src mix, --minutes 20 (or
 -- --steps N), --batch 32, --lr 1e-3, --warmup 100, --ema 0.995, --base 16,
 -- --mults 1,2, --T 1000, --ddim 50, --n 16 (test images of the reconstruction
 -- grid), --n_eval 500, --per_cluster 0 (auto), --ancestral_n 2, --grid_n 8,
@@ -113,13 +114,13 @@ end
 
 -- data: all modalities of a batch as a list; the target modality [N,C,H,W]
 local train, test
-if o.dataset == "polymnist" then
-  train, test = tide.data.polymnist{split = "train"}, tide.data.polymnist{split = "test"}
+if o.dataset == "polymnist" or o.dataset == "mnist_fashion" then
+  train, test = tide.data[o.dataset]{split = "train"}, tide.data[o.dataset]{split = "test"}
 elseif o.dataset == "mnist" then
-  if o.cmvae ~= "" then error("--cmvae needs --dataset polymnist") end
+  if o.cmvae ~= "" then error("--cmvae needs --dataset polymnist or mnist_fashion") end
   train, test = tide.data.mnist{split = "train"}, tide.data.mnist{split = "test"}
 else
-  error("--dataset must be polymnist or mnist")
+  error("--dataset must be polymnist, mnist_fashion or mnist")
 end
 if o.modality < 1 or o.modality > train:num_modalities() then
   error(("--modality must be 1..%d (1-based), got %d"):format(train:num_modalities(), o.modality))
@@ -157,7 +158,9 @@ if o.ddpm ~= "" then
   ddpm = DC.load_ddpm(o.ddpm, {conditional = false, channels = C})
 end
 if cmvae then
-  clf_path = o.clf ~= "" and o.clf or ("out/classifiers/polymnist_m%d.safetensors"):format(o.modality - 1)
+  local default_clf = o.dataset == "mnist_fashion" and ({"mnist", "fashion_mnist"})[o.modality]
+                      or ("polymnist_m%d"):format(o.modality - 1)
+  clf_path = o.clf ~= "" and o.clf or ("out/classifiers/%s.safetensors"):format(default_clf)
   if o.clf == "" and not exists(clf_path) then
     print(("warning: no classifier %s (bin/tide examples/train_classifiers.lua --which polymnist): " ..
            "no Fréchet distances or label_keep in this run"):format(clf_path))

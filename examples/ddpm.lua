@@ -7,7 +7,7 @@
 --   bin/tide examples/ddpm.lua --quick          (10 minutes of training, base 16, batch 32: a rough grid)
 --   bin/tide examples/ddpm.lua --dataset polymnist --modality 1
 --
--- flags: --dataset mnist|polymnist, --modality 1 (PolyMNIST), --minutes 30
+-- flags: --dataset mnist|polymnist|mnist_fashion, --modality 1 (PolyMNIST, MNIST x Fashion), --minutes 30
 -- (training budget; --steps N instead stops after N steps), --steps 0,
 -- --batch 64, --lr 1e-3, --warmup 200, --ema 0.999, --base 32, --mults 1,2,
 -- --T 1000, --schedule linear|cosine, --ddim 50 (DDIM steps), --eta 0,
@@ -66,10 +66,10 @@ end
 local X, name
 if o.dataset == "mnist" then
   X, name = tide.data.mnist{split = "train"}:tensor(1), "mnist"
-elseif o.dataset == "polymnist" then
-  X, name = tide.data.polymnist{split = "train"}:tensor(o.modality), "polymnist_m" .. (o.modality - 1)
+elseif o.dataset == "polymnist" or o.dataset == "mnist_fashion" then
+  X, name = tide.data[o.dataset]{split = "train"}:tensor(o.modality), o.dataset .. "_m" .. (o.modality - 1)
 else
-  error("--dataset must be mnist or polymnist")
+  error("--dataset must be mnist, polymnist or mnist_fashion")
 end
 local N, C = X:size(1), X:size(2)
 
