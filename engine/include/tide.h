@@ -150,6 +150,8 @@ td_tensor *td_log_softmax(td_tensor *a, int axis);
 
 /* linear algebra: a [..., n, k] @ b [..., k, m]; batch dims broadcast */
 td_tensor *td_matmul(td_tensor *a, td_tensor *b);
+/* a @ b + c in one pass (the output starts as c, the GEMM adds into it): c broadcasts to the product [..., n, m], e.g. a bias [G,1,m] of G grouped linear layers */
+td_tensor *td_matmul_add(td_tensor *a, td_tensor *b, td_tensor *c);
 /* x [..., in], w [out, in], b [out] or NULL -> [..., out] */
 td_tensor *td_linear(td_tensor *x, td_tensor *w, td_tensor *b);
 
@@ -175,6 +177,8 @@ td_tensor *td_cross_entropy(td_tensor *logits, td_tensor *target); /* [B,C],[B] 
 td_tensor *td_normal_log_prob(td_tensor *x, td_tensor *mu, td_tensor *sigma);
 td_tensor *td_laplace_log_prob(td_tensor *x, td_tensor *mu, td_tensor *scale);
 td_tensor *td_kl_normal(td_tensor *mu1, td_tensor *sigma1, td_tensor *mu2, td_tensor *sigma2);
+/* sum over the last axis of |x - y|^p, p = 1 or 2: x, y [..., n] (leading dims broadcast, last dims equal) -> [...] (one pass each way: the Laplace / Normal log-likelihood of an image) */
+td_tensor *td_rowdist(td_tensor *x, td_tensor *y, int p);
 
 /* fused kernels: fusion of experts, GMM */
 /* Two-output kernels stack their outputs on a new axis 0: take one with td_narrow(out, 0, k, 1) and a reshape. */

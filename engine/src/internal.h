@@ -28,6 +28,7 @@
     X(CONCAT, concat) X(INDEX_SELECT, index_select) X(GATHER, gather)          \
     X(SCATTER_ADD, scatter_add)                                                \
     X(BCE_WITH_LOGITS, bce_with_logits) X(CROSS_ENTROPY, cross_entropy) \
+    X(ROWDIST, rowdist)                                                        \
     X(POE, poe) X(GMM_LOG_JOINT, gmm_log_joint) X(GMM_ELBO, gmm_elbo)         \
     X(GROUP_NORM_SILU, group_norm_silu) X(ATTENTION, attention)               \
     X(UPCONV_INTERLEAVE, upconv_interleave)

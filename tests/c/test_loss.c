@@ -4,6 +4,7 @@
  * inputs. */
 #include "check.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,9 @@ typedef td_tensor *(*tri_fn)(td_tensor *, td_tensor *, td_tensor *);
 static td_tensor *apply2(td_tensor **in, void *ctx) { return ((bin_fn)ctx)(in[0], in[1]); }
 static td_tensor *apply3(td_tensor **in, void *ctx) { return ((tri_fn)ctx)(in[0], in[1], in[2]); }
 static td_tensor *apply_kl(td_tensor **in, void *ctx) { return td_kl_normal(in[0], in[1], in[2], in[3]); }
+static td_tensor *apply_rowdist(td_tensor **in, void *ctx) { return td_rowdist(in[0], in[1], (int)(intptr_t)ctx); }
+static td_tensor *rowdist1(td_tensor *x, td_tensor *y) { return td_rowdist(x, y, 1); }
+static td_tensor *rowdist2(td_tensor *x, td_tensor *y) { return td_rowdist(x, y, 2); }
 
 static void test_fixtures(void) {
     check_fixture *f = fixture_load("loss.txt");
@@ -30,6 +34,10 @@ static void test_fixtures(void) {
     check_fixture_case(f, "laplace_bcast", apply3, (void *)td_laplace_log_prob, 3, 1e-5f, 1e-4f);
     check_fixture_case(f, "kl_normal", apply_kl, NULL, 4, 1e-5f, 1e-4f);
     check_fixture_case(f, "kl_normal_same", apply_kl, NULL, 4, 1e-5f, 1e-4f);
+    check_fixture_case(f, "rowdist1", apply_rowdist, (void *)(intptr_t)1, 2, 1e-5f, 1e-5f);
+    check_fixture_case(f, "rowdist1_bcast", apply_rowdist, (void *)(intptr_t)1, 2, 1e-5f, 1e-5f);
+    check_fixture_case(f, "rowdist2", apply_rowdist, (void *)(intptr_t)2, 2, 1e-5f, 1e-5f);
+    check_fixture_case(f, "rowdist2_bcast", apply_rowdist, (void *)(intptr_t)2, 2, 1e-5f, 1e-5f);
     fixture_free(f);
 }
 
@@ -79,6 +87,14 @@ static void test_gradients(void) {
                         leaf(2, SHAPE(3, 4), 0.5f, 1.5f, &s)};
     check_grad("kl_normal", apply_kl, NULL, 4, kl, 1e-3f, 2e-3f, 2e-2f, 0);
     release_all(4, kl);
+    /* x strided, y broadcast over x's rows; values apart so no |x - y| is near the kink at 0 */
+    td_tensor *rd[2] = {strided_leaf(3, 4, 0.5f, 1.5f, &s), leaf(2, SHAPE(1, 4), -1.5f, -0.5f, &s)};
+    check_grad("rowdist p = 1 strided, broadcast", apply_rowdist, (void *)(intptr_t)1, 2, rd, 1e-3f, 2e-3f, 2e-2f, 0);
+    check_grad("rowdist p = 2 strided, broadcast", apply_rowdist, (void *)(intptr_t)2, 2, rd, 1e-3f, 2e-3f, 2e-2f, 0);
+    release_all(2, rd);
+    td_tensor *rd3[2] = {leaf(3, SHAPE(2, 1, 5), -1, 1, &s), leaf(2, SHAPE(3, 5), -1, 1, &s)};
+    check_grad("rowdist p = 2 both broadcast", apply_rowdist, (void *)(intptr_t)2, 2, rd3, 1e-3f, 2e-3f, 2e-2f, 0);
+    release_all(2, rd3);
 }
 
 /* The fused ops against the same math in engine ops, values and
@@ -130,8 +146,24 @@ static void compare_fused(const char *what, bin_fn fused, bin_fn composite, td_t
     release_all(6, tmp);
 }
 
+static td_tensor *rowdist_composite(td_tensor *x, td_tensor *y, int p) {
+    td_tensor *d = td_sub(x, y), *a = p == 1 ? td_abs(d) : td_square(d);
+    td_tensor *out = td_sum(a, 1u << (a->ndim - 1), 0);
+    td_release(d);
+    td_release(a);
+    return out;
+}
+static td_tensor *rowdist1_composite(td_tensor *x, td_tensor *y) { return rowdist_composite(x, y, 1); }
+static td_tensor *rowdist2_composite(td_tensor *x, td_tensor *y) { return rowdist_composite(x, y, 2); }
+
 static void test_against_composite(void) {
     uint64_t s = 41;
+    /* above the parallel threshold; y is a [B, n] image batch broadcast against [M, B, n] means */
+    td_tensor *mean = check_rand(3, SHAPE(4, 30, 700), -1, 1, &s), *img = check_rand(2, SHAPE(30, 700), 0, 1, &s);
+    compare_fused("rowdist p = 1", rowdist1, rowdist1_composite, mean, img, 1);
+    compare_fused("rowdist p = 2", rowdist2, rowdist2_composite, mean, img, 1);
+    td_release(mean);
+    td_release(img);
     td_tensor *x = check_rand(2, SHAPE(300, 130), -6, 6, &s), *t = check_rand(2, SHAPE(300, 130), 0, 1, &s);
     compare_fused("bce_with_logits", td_bce_with_logits, bce_composite, x, t, 1);
     td_tensor *cls = td_empty(1, SHAPE(300));
@@ -156,6 +188,11 @@ static void test_errors(void) {
     check_error(td_laplace_log_prob(b, a, c), "laplace_log_prob", "laplace_log_prob", "[2,5] and [3,4] and [4]", NULL);
     check_error(td_kl_normal(a, c, a, b), "kl_normal", "kl_normal", "[3,4] and [4] and [3,4] and [2,5]", NULL);
     check_error(td_kl_normal(a, c, NULL, b), "kl_normal NULL", "kl_normal", NULL, NULL);
+    check_error(td_rowdist(a, b, 1), "rowdist last dims", "rowdist", "[3,4]", "[2,5]");
+    check_error(td_rowdist(a, a, 3), "rowdist p = 3", "rowdist", "p must be 1 or 2", NULL);
+    td_tensor *b4 = check_rand(2, SHAPE(2, 4), 0, 1, &s);
+    check_error(td_rowdist(a, b4, 2), "rowdist leading dims", "rowdist", "[3,4]", "[2,4]");
+    td_release(b4);
 
     td_tensor *t3 = td_from_buffer(1, SHAPE(3), (float[]){0, 3, 4});
     check_error(td_cross_entropy(a, t3), "cross_entropy class 4 of 4", "cross_entropy", "[3,4]", "value 4");

@@ -23,6 +23,14 @@ static td_tensor *apply_linear(td_tensor **in, void *ctx) {
     return td_linear(in[0], in[1], (intptr_t)ctx == 3 ? in[2] : NULL);
 }
 
+/* ctx bit 0: transpose input 0 (matmul_add of in0, in1, in2). */
+static td_tensor *apply_matmul_add(td_tensor **in, void *ctx) {
+    td_tensor *a = (intptr_t)ctx & 1 ? tr(in[0]) : (td_retain(in[0]), in[0]);
+    td_tensor *out = td_matmul_add(a, in[1], in[2]);
+    td_release(a);
+    return out;
+}
+
 static void test_fixtures(void) {
     check_fixture *f = fixture_load("matmul.txt");
     static const struct { const char *name; intptr_t flags; } mm[] = {
@@ -35,6 +43,8 @@ static void test_fixtures(void) {
     check_fixture_case(f, "linear_nobias", apply_linear, (void *)2, 2, 1e-5f, 1e-4f);
     check_fixture_case(f, "linear_3d", apply_linear, (void *)3, 3, 1e-5f, 1e-4f);
     check_fixture_case(f, "linear_1d", apply_linear, (void *)3, 3, 1e-5f, 1e-4f);
+    const char *mmadd[] = {"mmadd_grouped", "mmadd_vec", "mmadd_rows", "mmadd_full"};
+    for (int i = 0; i < 4; i++) check_fixture_case(f, mmadd[i], apply_matmul_add, (void *)0, 3, 1e-5f, 1e-4f);
     fixture_free(f);
 }
 
@@ -84,6 +94,56 @@ static void test_gradients(void) {
     check_grad("linear 3-D", apply_linear, (void *)3, 3, lin, 1e-2f, 2e-3f, 1e-2f, 0);
     check_grad("linear no bias", apply_linear, (void *)2, 2, lin, 1e-2f, 2e-3f, 1e-2f, 0);
     for (int k = 0; k < 3; k++) td_release(lin[k]);
+
+    /* matmul_add: grouped bias (column sums per group), a bias for all
+     * rows, a per-row bias (reduced by td_accumulate), a transposed a */
+    struct { int na, nb, nc; int64_t sa[3], sb[3], sc[3]; intptr_t flags; const char *what; } ma[] = {
+        {3, 3, 3, {3, 4, 2}, {3, 2, 5}, {3, 1, 5}, 0, "matmul_add grouped bias"},
+        {3, 2, 1, {2, 4, 3}, {3, 5}, {5}, 0, "matmul_add one bias for all rows"},
+        {3, 2, 2, {2, 4, 3}, {3, 5}, {4, 1}, 0, "matmul_add per-row addend"},
+        {3, 3, 3, {3, 2, 4}, {3, 2, 5}, {3, 1, 5}, 1, "matmul_add a transposed"},
+    };
+    for (size_t i = 0; i < sizeof ma / sizeof *ma; i++) {
+        td_tensor *m3[3] = {leaf(ma[i].na, ma[i].sa, &s), leaf(ma[i].nb, ma[i].sb, &s), leaf(ma[i].nc, ma[i].sc, &s)};
+        check_grad(ma[i].what, apply_matmul_add, (void *)ma[i].flags, 3, m3, 1e-2f, 2e-3f, 1e-2f, 0);
+        for (int k = 0; k < 3; k++) td_release(m3[k]);
+    }
+}
+
+/* matmul_add equals matmul + add (values and every gradient), on a grouped
+ * product above the parallel threshold; a second backward accumulates into
+ * the bias's existing .grad. */
+static void test_matmul_add(void) {
+    uint64_t s = 17;
+    td_tensor *in[3] = {leaf(3, SHAPE(3, 200, 40), &s), leaf(3, SHAPE(3, 40, 70), &s), leaf(3, SHAPE(3, 1, 70), &s)};
+    td_tensor *gy = check_rand(3, SHAPE(3, 200, 70), -1, 1, &s);
+    td_tensor *fused = td_matmul_add(in[0], in[1], in[2]);
+    CHECK(fused && td_backward(fused, gy) == 0, "matmul_add backward: %s", td_last_error());
+    td_tensor *gf[3];
+    for (int k = 0; k < 3; k++) {
+        td_tensor *g = td_get_grad(in[k]);
+        gf[k] = td_clone(g);
+        td_release(g);
+        td_zero_grad(in[k]);
+    }
+    td_tensor *p = td_matmul(in[0], in[1]), *ref = td_add(p, in[2]);
+    CHECK(ref && td_backward(ref, gy) == 0, "matmul + add backward: %s", td_last_error());
+    check_close("matmul_add vs matmul + add: out", fused, ref, 1e-5f, 1e-5f);
+    const char *names[3] = {"matmul_add vs matmul + add: grad a", "matmul_add vs matmul + add: grad b",
+                            "matmul_add vs matmul + add: grad c"};
+    for (int k = 0; k < 3; k++) {
+        td_tensor *g = td_get_grad(in[k]);
+        check_close(names[k], gf[k], g, 1e-4f, 1e-4f);
+        td_release(g);
+    }
+    td_tensor *again = td_matmul_add(in[0], in[1], in[2]);
+    CHECK(again && td_backward(again, gy) == 0, "matmul_add backward: %s", td_last_error());
+    td_tensor *twice = td_mul_scalar(gf[2], 2.0f);
+    td_tensor *gc = td_get_grad(in[2]);
+    check_close("matmul_add accumulates into an existing bias grad", gc, twice, 1e-4f, 1e-4f);
+    td_release(gc);
+    td_tensor *tmp[] = {gy, fused, p, ref, again, twice, gf[0], gf[1], gf[2], in[0], in[1], in[2]};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) td_release(tmp[i]);
 }
 
 /* linear on views: x a transposed [in, rows] matrix and a permuted 3-D
@@ -199,6 +259,11 @@ static void test_errors(void) {
     expect_error(td_linear(a, w, NULL), "linear in features",
                  (const char *[]){"linear", "[128,784]", "[20,783]", NULL});
     expect_error(td_linear(a, w2, bias), "linear bias", (const char *[]){"linear", "[20,784]", "[19]", NULL});
+    td_tensor *d2 = td_zeros(2, SHAPE(784, 20));
+    expect_error(td_matmul_add(a, d2, bias), "matmul_add addend",
+                 (const char *[]){"matmul_add", "[128,784]", "[784,20]", "[19]", "[128,20]", NULL});
+    expect_error(td_matmul_add(a, d2, NULL), "matmul_add NULL", (const char *[]){"matmul_add", NULL});
+    td_release(d2);
     td_release(a);
     td_release(b);
     td_release(c);
@@ -213,6 +278,7 @@ int main(void) {
     test_fixtures();
     test_gradients();
     test_linear_views();
+    test_matmul_add();
     test_large();
     test_accumulate();
     test_no_copy();

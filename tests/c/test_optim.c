@@ -22,6 +22,7 @@ static const struct { const char *name; bool adam; double hp[7]; } cases[] = {
     {"adam_big_eps", true, {0.1, 0.9, 0.999, 0.1, 0.0, 0, 0}},
     {"adamw", true, {1e-2, 0.9, 0.999, 1e-8, 1e-2, 0, 1}},
     {"adamw_amsgrad", true, {5e-2, 0.9, 0.95, 1e-6, 0.1, 1, 1}},
+    {"adam_tiny_grads", true, {1e-2, 0.9, 0.999, 1e-8, 0.0, 1, 0}},
     {"sgd", false, {0.1, 0.0, 0.0, 0.0, 0}},
     {"sgd_momentum", false, {0.05, 0.9, 0.1, 1e-3, 0}},
     {"sgd_nesterov", false, {0.05, 0.9, 0.0, 1e-2, 1}},
@@ -122,6 +123,24 @@ static void test_threads(void) {
     td_release(g);
 }
 
+/* With eps = 0 the kernel keeps subnormals (no flush to zero): gradients
+ * of 1e-19 give v ~ 1e-41, and the first step moves every parameter by
+ * lr * g / |g| (a flushed v would give g / 0 = inf). */
+static void test_subnormal_eps0(void) {
+    int64_t n = 64;
+    td_tensor *p = td_zeros(1, &n), *g = td_empty(1, &n), *m = td_zeros(1, &n), *v = td_zeros(1, &n);
+    for (int64_t i = 0; i < n; i++) g->data[i] = (i % 2 ? 1.0f : -1.0f) * (1.0f + (float)i / 8.0f) * 1e-19f;
+    CHECK(td_adam_step(p, g, m, v, NULL, 1e-2, 0.9, 0.999, 0.0, 0.0, 1, 0, 0) == 0, "adam eps 0: %s", td_last_error());
+    bool ok = true;
+    for (int64_t i = 0; i < n; i++) ok &= isfinite(p->data[i]) && fabsf(p->data[i] + 1e-2f * (i % 2 ? 1.0f : -1.0f)) < 1e-4f;
+    CHECK(ok, "adam eps 0, subnormal g * g: every step is -lr sign(g) (p[0] %g, v[0] %g)", p->data[0], v->data[0]);
+    CHECK(v->data[0] > 0.0f, "adam eps 0: v keeps its subnormal value (%g)", v->data[0]);
+    td_release(p);
+    td_release(g);
+    td_release(m);
+    td_release(v);
+}
+
 static void test_strided(void) {
     td_tensor *base = td_from_buffer(2, SHAPE(2, 3), (float[]){1, 2, 3, 4, 5, 6});
     td_tensor *t = td_transpose(base, 0, 1);
@@ -167,6 +186,7 @@ static void test_errors(void) {
 int main(void) {
     test_trajectories();
     test_threads();
+    test_subnormal_eps0();
     test_strided();
     test_errors();
     CHECK(td_live_tensors() == 0, "tensors leaked: %lld live", (long long)td_live_tensors());

@@ -56,6 +56,21 @@ static inline int64_t td_bcast_offset(const td_bcast *bc, int k, int64_t i) {
                 int64_t s0_ = bc_->ndim ? bc_->stride[0][last_] : 0;                    \
                 int64_t s1_ = bc_->ndim ? bc_->stride[1][last_] : 0;                    \
                 int64_t s2_ = bc_->ndim ? bc_->stride[2][last_] : 0;                    \
+                if (s0_ == 1 && (!q1_ || s1_ == 1) && (!q2_ || s2_ == 1)) {             \
+                    /* unit strides (broadcast in leading dims only): vectorized; */     \
+                    /* absent inputs read q0_ and are replaced by 0 */                   \
+                    const bool h1_ = q1_ != 0, h2_ = q2_ != 0;                          \
+                    const float *u1_ = h1_ ? q1_ : q0_, *u2_ = h2_ ? q2_ : q0_;         \
+                    _Pragma("omp simd")                                                 \
+                    for (int64_t j_ = 0; j_ < inner_; j_++) {                           \
+                        float x = q0_[j_]; (void)x;                                     \
+                        float y = h1_ ? u1_[j_] : 0.0f; (void)y;                        \
+                        float z = h2_ ? u2_[j_] : 0.0f; (void)z;                        \
+                        float *o = out_ + r_ * inner_ + j_;                             \
+                        BODY;                                                           \
+                    }                                                                   \
+                    continue;                                                           \
+                }                                                                       \
                 for (int64_t j_ = 0; j_ < inner_; j_++) {                               \
                     float x = q0_[j_ * s0_]; (void)x;                                   \
                     float y = q1_ ? q1_[j_ * s1_] : 0.0f; (void)y;                      \

@@ -270,3 +270,109 @@ td_tensor *td_kl_normal(td_tensor *mu1, td_tensor *sigma1, td_tensor *mu2, td_te
     STEP(&s, td_mul_scalar(t1, 0.5f));
     return finish(&s);
 }
+
+/* ---- rowdist: sum_j |x_j - y_j|^p over the last axis, p = 1 or 2 ---- */
+
+/* The broadcast of x and y [..., n] (last dims equal); fails naming both. */
+static int rowdist_bcast(td_tensor *x, td_tensor *y, int p, td_bcast *bc) {
+    char sx[TD_SHAPE_BUF], sy[TD_SHAPE_BUF];
+    if (!x || !y) return td_failc("rowdist: NULL tensor");
+    if (p != 1 && p != 2) return td_failc("rowdist: p must be 1 or 2, got %d", p);
+    if (x->ndim < 1 || y->ndim < 1 || x->shape[x->ndim - 1] != y->shape[y->ndim - 1])
+        return td_failc("rowdist: x %s, y %s: last dims must be equal", td_shape_str(x, sx), td_shape_str(y, sy));
+    td_tensor *ins[2] = {x, y};
+    return td_broadcast("rowdist", 2, ins, bc);
+}
+
+/* out[r] = sum_j |x[j sx] - y[j sy]|^p for one row of n */
+static float rowdist_row(const float *x, const float *y, int64_t n, int64_t sx, int64_t sy, int p) {
+    float acc = 0.0f;
+    if (sx == 1 && sy == 1) {
+        if (p == 1) {
+            #pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n; j++) acc += fabsf(x[j] - y[j]);
+        } else {
+            #pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n; j++) acc += (x[j] - y[j]) * (x[j] - y[j]);
+        }
+        return acc;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        float d = x[j * sx] - y[j * sy];
+        acc += p == 1 ? fabsf(d) : d * d;
+    }
+    return acc;
+}
+
+/* g[j] = s * c * d|d|^p/dd, d = x - y, c = the row's upstream gradient,
+ * s = +1 for x, -1 for y; g contiguous [n] */
+static void rowdist_grad_row(const float *x, const float *y, int64_t n, int64_t sx, int64_t sy, int p, float c,
+                             float *g) {
+    if (sx == 1 && sy == 1) {
+        if (p == 1) {
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float d = x[j] - y[j];
+                g[j] = d > 0.0f ? c : (d < 0.0f ? -c : 0.0f);
+            }
+        } else {
+            float c2 = 2.0f * c;
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) g[j] = c2 * (x[j] - y[j]);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        float d = x[j * sx] - y[j * sy];
+        g[j] = p == 1 ? (d > 0.0f ? c : (d < 0.0f ? -c : 0.0f)) : 2.0f * c * d;
+    }
+}
+
+td_tensor *td_rowdist(td_tensor *x, td_tensor *y, int p) {
+    td_bcast bc;
+    if (rowdist_bcast(x, y, p, &bc)) return NULL;
+    int last = bc.ndim - 1;
+    int64_t n = bc.shape[last], rows = td_shape_numel(last, bc.shape);
+    td_tensor *out = td_new(last, bc.shape);
+    if (!out) return NULL;
+    float *o = out->data;
+    #pragma omp parallel for if (rows * n > TD_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        o[r] = rowdist_row(bc.base[0] + td_bcast_offset(&bc, 0, r * n), bc.base[1] + td_bcast_offset(&bc, 1, r * n),
+                           n, bc.stride[0][last], bc.stride[1][last], p);
+    td_tensor *ins[2] = {x, y};
+    td_node *node = td_record(TD_OP_ROWDIST, out, 2, ins);
+    if (node) node->ip[0] = p;
+    return out;
+}
+
+/* gout [...]: dx = gout d|x - y|^p/dx in the broadcast shape [..., n], dy = -dx
+ * (each written in one pass; td_accumulate sums broadcast dims down). */
+int td_bw_rowdist(td_node *n, td_tensor *gout) {
+    td_bcast bc;
+    int p = (int)n->ip[0];
+    if (rowdist_bcast(n->in[0], n->in[1], p, &bc)) return -1;
+    td_tensor *gc = td_contiguous(gout);
+    if (!gc) return -1;
+    int last = bc.ndim - 1, rc = 0;
+    int64_t len = bc.shape[last], rows = td_shape_numel(last, bc.shape);
+    const float *gr = gc->data;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        if (!wants(n, k)) continue;
+        td_tensor *g = td_new(bc.ndim, bc.shape);
+        if (!g) {
+            rc = -1;
+            break;
+        }
+        float sign = k == 0 ? 1.0f : -1.0f;
+        #pragma omp parallel for if (rows * len > TD_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            rowdist_grad_row(bc.base[0] + td_bcast_offset(&bc, 0, r * len),
+                             bc.base[1] + td_bcast_offset(&bc, 1, r * len), len, bc.stride[0][last],
+                             bc.stride[1][last], p, sign * gr[r], g->data + r * len);
+        rc = td_accumulate(n, k, g);
+        td_release(g);
+    }
+    td_release(gc);
+    return rc;
+}

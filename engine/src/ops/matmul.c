@@ -5,6 +5,7 @@
  * it: a transposed view is passed as CblasTrans. Backward writes straight
  * into a leaf's .grad (beta = 1) when it can, instead of a temporary. */
 #include "internal.h"
+#include "reduce_kernels.h"
 #include <cblas.h>
 #include <string.h>
 
@@ -216,24 +217,64 @@ static td_tensor *readable(td_tensor *t) {
     return dense(t);
 }
 
-td_tensor *td_matmul(td_tensor *a, td_tensor *b) {
-    char sa[TD_SHAPE_BUF], sb[TD_SHAPE_BUF];
-    if (!a || !b) return td_fail("matmul: NULL tensor");
+/* Strides of c against the shape [nd] it broadcasts to (0 on broadcast
+ * dims); false when it does not broadcast to that shape. */
+static bool bias_strides(const td_tensor *c, int nd, const int64_t *shape, int64_t *st) {
+    int lead = nd - c->ndim;
+    if (lead < 0) return false;
+    for (int d = 0; d < nd; d++) {
+        int j = d - lead;
+        if (j >= 0 && c->shape[j] != 1 && c->shape[j] != shape[d]) return false;
+        st[d] = (j < 0 || c->shape[j] == 1) ? 0 : c->stride[j];
+    }
+    return true;
+}
+
+/* out [rows, m] (contiguous, shape [nd]) = c broadcast (strides st). */
+static void fill_bias(float *out, int nd, const int64_t *shape, const float *c, const int64_t *st) {
+    int64_t m = shape[nd - 1], rows = td_shape_numel(nd - 1, shape), sm = st[nd - 1];
+    #pragma omp parallel for if (rows * m > TD_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = 0, i = r;
+        for (int d = nd - 2; d >= 0; d--) {
+            off += (i % shape[d]) * st[d];
+            i /= shape[d];
+        }
+        const float *src = c + off;
+        float *o = out + r * m;
+        if (sm == 1) memcpy(o, src, (size_t)m * sizeof(float));
+        else
+            for (int64_t j = 0; j < m; j++) o[j] = src[j * sm];
+    }
+}
+
+/* a @ b (+ c broadcast to the result when c is not NULL: the GEMM adds
+ * into the filled output, beta = 1). Recorded as MATMUL with c as input 2. */
+static td_tensor *matmul_impl(const char *op, td_tensor *a, td_tensor *b, td_tensor *c) {
+    char sa[TD_SHAPE_BUF], sb[TD_SHAPE_BUF], sc[TD_SHAPE_BUF], so[TD_SHAPE_BUF];
+    if (!a || !b) return td_fail("%s: NULL tensor", op);
     if (a->ndim < 2 || b->ndim < 2)
-        return td_fail("matmul: %s x %s: both need at least 2 dims", td_shape_str(a, sa), td_shape_str(b, sb));
+        return td_fail("%s: %s x %s: both need at least 2 dims", op, td_shape_str(a, sa), td_shape_str(b, sb));
     int64_t n = a->shape[a->ndim - 2], k = a->shape[a->ndim - 1], m = b->shape[b->ndim - 1];
     if (b->shape[b->ndim - 2] != k)
-        return td_fail("matmul: %s x %s: inner dims differ (%lld vs %lld)", td_shape_str(a, sa),
+        return td_fail("%s: %s x %s: inner dims differ (%lld vs %lld)", op, td_shape_str(a, sa),
                        td_shape_str(b, sb), (long long)k, (long long)b->shape[b->ndim - 2]);
     td_batch bt;
     if (matmul_batch(a, b, &bt)) return NULL;
-    int64_t shape[TD_MAX_DIMS];
+    int64_t shape[TD_MAX_DIMS], cst[TD_MAX_DIMS];
     memcpy(shape, bt.shape, sizeof(int64_t) * (size_t)bt.nb);
     shape[bt.nb] = n;
     shape[bt.nb + 1] = m;
+    if (c && !bias_strides(c, bt.nb + 2, shape, cst)) {
+        td_tensor tmp = {.ndim = bt.nb + 2};
+        memcpy(tmp.shape, shape, sizeof shape);
+        return td_fail("%s: %s x %s: addend %s does not broadcast to the product %s", op, td_shape_str(a, sa),
+                       td_shape_str(b, sb), td_shape_str(c, sc), td_shape_str(&tmp, so));
+    }
     td_tensor *ar = readable(a), *br = ar ? readable(b) : NULL;
     td_tensor *out = br ? td_new(bt.nb + 2, shape) : NULL;
     if (out) {
+        if (c) fill_bias(out->data, bt.nb + 2, shape, c->data, cst);
         td_mat A, B, C;
         mat_of(ar, &A);
         mat_of(br, &B);
@@ -241,15 +282,22 @@ td_tensor *td_matmul(td_tensor *a, td_tensor *b) {
         set_bstrides(&A, ar, &bt);
         set_bstrides(&B, br, &bt);
         set_bstrides(&C, out, &bt);
-        gemm_batched(&bt, A, B, C, 0.0f);
-        td_tensor *ins[2] = {a, b};
-        td_node *node = td_record(TD_OP_MATMUL, out, 2, ins);
+        gemm_batched(&bt, A, B, C, c ? 1.0f : 0.0f);
+        td_tensor *ins[3] = {a, b, c};
+        td_node *node = td_record(TD_OP_MATMUL, out, c ? 3 : 2, ins);
         if (node && ar != a) td_save(node, 0, ar);
         if (node && br != b) td_save(node, 1, br);
     }
     td_release(ar);
     td_release(br);
     return out;
+}
+
+td_tensor *td_matmul(td_tensor *a, td_tensor *b) { return matmul_impl("matmul", a, b, NULL); }
+
+td_tensor *td_matmul_add(td_tensor *a, td_tensor *b, td_tensor *c) {
+    if (!c) return td_fail("matmul_add: NULL tensor");
+    return matmul_impl("matmul_add", a, b, c);
 }
 
 /* The gradient of operand i (0: a, 1: b) of a matmul: g [batch, n, m] with
@@ -276,6 +324,34 @@ static int matmul_grad(td_node *n, int i, const td_batch *bt, const td_mat *G, t
     return grad_done(n, i, dst, direct);
 }
 
+static void colsum_groups(const float *g, int64_t groups, int64_t rows, int64_t n, int64_t ld, float *db,
+                          float beta);
+
+/* The gradient of the addend c of matmul_add: gout summed over c's
+ * broadcast dims. When c is [batch..., 1, m] (or [m], [1, m]) with the
+ * product's batch dims, column sums of each batch's rows straight into
+ * its gradient; otherwise td_accumulate reduces. */
+static int addend_grad(td_node *n, td_tensor *gout) {
+    td_tensor *c = n->in[2];
+    int nd = n->ndim, nb = nd - 2;
+    int64_t rows = n->shape[nd - 2], m = n->shape[nd - 1], groups = td_shape_numel(nb, n->shape);
+    bool fast = td_is_contiguous(gout) && c->shape[c->ndim - 1] == m && (c->ndim < 2 || c->shape[c->ndim - 2] == 1);
+    if (fast && c->ndim <= 2) {
+        rows *= groups; /* one bias for every row of every batch */
+        groups = 1;
+    } else if (fast) {
+        fast = c->ndim == nd;
+        for (int d = 0; d < nb && fast; d++) fast = c->shape[d] == n->shape[d];
+    }
+    if (!fast) return td_accumulate(n, 2, gout);
+    float beta;
+    bool direct;
+    td_tensor *dst = td_grad_dest(n, 2, &beta, &direct);
+    if (!dst) return -1;
+    colsum_groups(gout->data, groups, rows, m, m, dst->data, beta);
+    return grad_done(n, 2, dst, direct);
+}
+
 int td_bw_matmul(td_node *n, td_tensor *gout) {
     td_tensor *a = n->saved[0] ? n->saved[0] : n->in[0];
     td_tensor *b = n->saved[1] ? n->saved[1] : n->in[1];
@@ -289,6 +365,7 @@ int td_bw_matmul(td_node *n, td_tensor *gout) {
     int rc = 0;
     if (wants(n, 0)) rc = matmul_grad(n, 0, &bt, &G, a, b);
     if (rc == 0 && wants(n, 1)) rc = matmul_grad(n, 1, &bt, &G, a, b);
+    if (rc == 0 && n->nin > 2 && wants(n, 2)) rc = addend_grad(n, gout);
     td_release(g);
     return rc;
 }
@@ -378,19 +455,27 @@ td_tensor *td_linear(td_tensor *x, td_tensor *w, td_tensor *b) {
     return out;
 }
 
-/* db (+)= column sums of g [rows, n] (row stride ld). */
-static void colsum(const float *g, int64_t rows, int64_t n, int64_t ld, float *db, float beta) {
-    enum { BLOCK = 256 };
-    #pragma omp parallel for if (rows * n > TD_PAR_MIN)
-    for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
-        int64_t nj = n - j0 < BLOCK ? n - j0 : BLOCK;
-        double acc[BLOCK] = {0};
-        for (int64_t i = 0; i < rows; i++) {
-            const float *r = g + i * ld + j0;
-            for (int64_t j = 0; j < nj; j++) acc[j] += r[j];
-        }
-        for (int64_t j = 0; j < nj; j++) db[j0 + j] = (float)acc[j] + (beta == 0.0f ? 0.0f : db[j0 + j]);
+/* db[b] (+)= column sums of g[b] [rows, n] (row stride ld) for each of
+ * `groups` stacked matrices (g[b] = g + b rows ld, db[b] = db + b n): float
+ * partial sums of 64 rows (vectorized), added up in double
+ * (reduce_kernels.h); tasks are (group, block of columns). */
+static void colsum_groups(const float *g, int64_t groups, int64_t rows, int64_t n, int64_t ld, float *db,
+                          float beta) {
+    enum { BLOCK = 512 };
+    int64_t nblk = (n + BLOCK - 1) / BLOCK;
+    #pragma omp parallel for schedule(static) if (groups * rows * n > TD_PAR_MIN)
+    for (int64_t t = 0; t < groups * nblk; t++) {
+        int64_t b = t / nblk, j0 = (t % nblk) * BLOCK, nj = n - j0 < BLOCK ? n - j0 : BLOCK;
+        double acc[BLOCK];
+        float part[BLOCK], *d = db + b * n + j0;
+        memset(acc, 0, sizeof(double) * (size_t)nj);
+        td_cols_sum(g + b * rows * ld + j0, rows, ld, nj, acc, part);
+        for (int64_t j = 0; j < nj; j++) d[j] = (float)acc[j] + (beta == 0.0f ? 0.0f : d[j]);
     }
+}
+
+static void colsum(const float *g, int64_t rows, int64_t n, int64_t ld, float *db, float beta) {
+    colsum_groups(g, 1, rows, n, ld, db, beta);
 }
 
 /* g [rows, out]: dx = g W, dW = g^T x, db = column sums of g. */

@@ -106,16 +106,18 @@ end
 function MMVAEPlus:r_scale() return nets.positive(self.r_rho) end
 
 -- sum over the last axis of log Laplace(x | mean, b), b = likelihood_scale:
--- -P log(2b) - sum |x - mean| / b (three passes over the [.., P] tensors,
--- where the elementwise composite takes seven); with likelihood = "normal",
--- log N(x | mean, b^2): -P log(b sqrt(2 pi)) - sum (x - mean)^2 / (2 b^2)
+-- -P log(2b) - sum |x - mean| / b; with likelihood = "normal",
+-- log N(x | mean, b^2): -P log(b sqrt(2 pi)) - sum (x - mean)^2 / (2 b^2).
+-- tide.rowdist makes one pass over the [.., P] tensors each way (x broadcast).
+local rowdist = tide.rowdist
+
 function MMVAEPlus:log_likelihood(x, mean)
   local b = self.likelihood_scale
   local P = mean:size(-1)
   if self.likelihood == "normal" then
-    return (x - mean):square():sum(-1) * (-0.5 / (b * b)) - P * (LOG(b) + 0.5 * LOG(2 * math.pi))
+    return rowdist(x, mean, 2) * (-0.5 / (b * b)) - P * (LOG(b) + 0.5 * LOG(2 * math.pi))
   end
-  return (x - mean):abs():sum(-1) * (-1 / b) - P * LOG(2 * b)
+  return rowdist(x, mean, 1) * (-1 / b) - P * LOG(2 * b)
 end
 
 -- log p(z) summed over the last axis: [..., zdim] -> [...]
