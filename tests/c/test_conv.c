@@ -4,8 +4,11 @@
 #include "check.h"
 #include <string.h>
 
-/* In engine/src/ops/conv.c, not in tide.h: 1 = use the direct loops. */
+/* In engine/src/ops/conv.c and conv_winograd.c, not in tide.h: 1 = use
+ * the direct loops; the Winograd tile size (0 = by shape, 2, 4) and chunk
+ * budget in bytes (0 = the default). */
 void td_conv_set_reference(int on);
+void td_conv_set_winograd(int tile, int64_t budget);
 
 typedef struct {
     int transposed, stride, pad, output_pad, bias;
@@ -23,6 +26,7 @@ static void test_fixtures(void) {
         "conv_k3_s1_p1", "conv_k3_s1_p1_c16", "conv_k3_s2_p1", "conv_k3_s1_p0", "conv_k3_s2_p0", "conv_k1_s1_p0",
         "conv_k1_s2_p0", "conv_k4_s2_p1", "conv_k4_s1_p1", "convt_k4_s2_p1_op0", "convt_k4_s2_p1_op1",
         "convt_k3_s2_p1_op1", "convt_k3_s2_p1_op0", "convt_k3_s1_p1_op0", "convt_k1_s1_p0_op0",
+        "conv_k3_s1_p1_w24", /* Winograd F(4x4, 3x3) */
     };
     check_fixture *f = fixture_load("conv.txt");
     for (int ref = 0; ref < 2; ref++) {
@@ -46,6 +50,7 @@ typedef struct {
     int64_t n, cin, h, w, cout, k;
     conv_cfg c;
     int64_t kw; /* kernel width when not k */
+    float atol; /* absolute tolerance against the direct loops when not 1e-4 */
 } shape_case;
 
 /* Output and gradients of x, w, b for a fixed upstream gradient; twice
@@ -78,30 +83,47 @@ static void run(const shape_case *sc, int ref, int twice, td_tensor **res) {
  * into .grad. */
 static void test_against_reference(void) {
     static const shape_case cases[] = {
-        {5, 3, 9, 8, 4, 3, {0, 1, 1, 0, 1}, 0},  {1, 4, 7, 7, 6, 3, {0, 2, 1, 0, 1}, 0},
-        {4, 6, 5, 5, 3, 1, {0, 1, 0, 0, 1}, 0},  {1, 6, 5, 4, 3, 1, {0, 1, 0, 0, 1}, 0},
-        {3, 2, 10, 9, 5, 4, {0, 2, 1, 0, 1}, 0}, {2, 3, 6, 6, 2, 5, {0, 3, 2, 0, 1}, 0},
-        {3, 4, 5, 5, 3, 4, {1, 2, 1, 0, 1}, 0},  {1, 4, 5, 6, 3, 3, {1, 2, 1, 1, 1}, 0},
-        {5, 3, 4, 4, 2, 3, {1, 1, 1, 0, 1}, 0},  {2, 5, 4, 3, 4, 1, {1, 1, 0, 0, 1}, 0},
-        {1, 2, 3, 3, 3, 5, {1, 3, 2, 2, 1}, 0},  {3, 2, 6, 7, 3, 3, {0, 1, 1, 0, 1}, 1},
-        {2, 3, 5, 6, 2, 1, {0, 1, 1, 0, 1}, 3}, {3, 3, 4, 5, 2, 2, {1, 1, 0, 0, 1}, 3},
+        {5, 3, 9, 8, 4, 3, {0, 1, 1, 0, 1}, 0, 0},  {1, 4, 7, 7, 6, 3, {0, 2, 1, 0, 1}, 0, 0},
+        {4, 6, 5, 5, 3, 1, {0, 1, 0, 0, 1}, 0, 0},  {1, 6, 5, 4, 3, 1, {0, 1, 0, 0, 1}, 0, 0},
+        {3, 2, 10, 9, 5, 4, {0, 2, 1, 0, 1}, 0, 0}, {2, 3, 6, 6, 2, 5, {0, 3, 2, 0, 1}, 0, 0},
+        {3, 4, 5, 5, 3, 4, {1, 2, 1, 0, 1}, 0, 0},  {1, 4, 5, 6, 3, 3, {1, 2, 1, 1, 1}, 0, 0},
+        {5, 3, 4, 4, 2, 3, {1, 1, 1, 0, 1}, 0, 0},  {2, 5, 4, 3, 4, 1, {1, 1, 0, 0, 1}, 0, 0},
+        {1, 2, 3, 3, 3, 5, {1, 3, 2, 2, 1}, 0, 0},  {3, 2, 6, 7, 3, 3, {0, 1, 1, 0, 1}, 1, 0},
+        {2, 3, 5, 6, 2, 1, {0, 1, 1, 0, 1}, 3, 0}, {3, 3, 4, 5, 2, 2, {1, 1, 0, 0, 1}, 3, 0},
+        /* direct loops (stride 1, <= 4 output channels): pads 0-2, a 4x4 and
+         * a 3x5 kernel, one image */
+        {2, 8, 7, 9, 1, 3, {0, 1, 0, 0, 1}, 0, 0}, {3, 5, 6, 5, 2, 4, {0, 1, 2, 0, 1}, 0, 0},
+        {1, 4, 5, 6, 3, 3, {0, 1, 1, 0, 1}, 5, 0},
         /* Winograd (3x3, stride 1, >= 16 channels): partial tiles, pads 0-2,
          * pad 3 (input gradient through im2col), one image, many chunks */
-        {3, 16, 7, 7, 16, 3, {0, 1, 1, 0, 1}, 0}, {2, 16, 6, 5, 20, 3, {0, 1, 0, 0, 1}, 0},
-        {1, 17, 5, 6, 16, 3, {0, 1, 2, 0, 1}, 0}, {3, 16, 4, 4, 16, 3, {0, 1, 3, 0, 1}, 0},
-        {120, 16, 3, 3, 16, 3, {0, 1, 1, 0, 1}, 0},
+        {3, 16, 7, 7, 16, 3, {0, 1, 1, 0, 1}, 0, 0}, {2, 16, 6, 5, 20, 3, {0, 1, 0, 0, 1}, 0, 0},
+        {1, 17, 5, 6, 16, 3, {0, 1, 2, 0, 1}, 0, 0}, {3, 16, 4, 4, 16, 3, {0, 1, 3, 0, 1}, 0, 0},
+        {120, 16, 3, 3, 16, 3, {0, 1, 1, 0, 1}, 0, 0},
+        /* Winograd F(4x4, 3x3) (outputs >= 8 x 24): partial tiles, pads 0-2;
+         * with 48 channels in and 40 out its rounding (the transforms scale
+         * by up to 10 each way) reaches ~1e-5 of the gradients' range (~10) */
+        {2, 16, 9, 26, 16, 3, {0, 1, 1, 0, 1}, 0, 0}, {1, 16, 10, 27, 20, 3, {0, 1, 0, 0, 1}, 0, 0},
+        {3, 17, 7, 23, 16, 3, {0, 1, 2, 0, 1}, 0, 0}, {2, 48, 8, 28, 40, 3, {0, 1, 1, 0, 1}, 0, 4e-4f},
     };
-    char what[128];
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    /* Winograd as chosen by shape; then forced F(2x2) and F(4x4) on every
+     * shape, with chunks of one tile row (a 2 KB budget) */
+    static const int64_t modes[3][2] = {{0, 0}, {2, 2048}, {4, 2048}};
+    char what[160];
+    size_t ncases = sizeof cases / sizeof *cases;
+    for (size_t mi = 0; mi < 3 * ncases; mi++) {
+        size_t md = mi / ncases, i = mi % ncases;
         for (int twice = 0; twice < 2; twice++) {
             td_tensor *want[4], *got[4];
             run(&cases[i], 1, twice, want);
+            td_conv_set_winograd((int)modes[md][0], modes[md][1]);
             run(&cases[i], 0, twice, got);
+            td_conv_set_winograd(0, 0);
             static const char *const names[4] = {"output", "grad x", "grad w", "grad b"};
             for (int k = 0; k < 4; k++) {
-                snprintf(what, sizeof what, "%s case %zu%s: %s", cases[i].c.transposed ? "conv_t" : "conv", i,
-                         twice ? " (two passes)" : "", names[k]);
-                check_close(what, got[k], want[k], 1e-4f, 1e-4f);
+                snprintf(what, sizeof what, "%s case %zu%s, Winograd tile %d budget %d: %s",
+                         cases[i].c.transposed ? "conv_t" : "conv", i, twice ? " (two passes)" : "",
+                         (int)modes[md][0], (int)modes[md][1], names[k]);
+                check_close(what, got[k], want[k], cases[i].atol > 0 ? cases[i].atol : 1e-4f, 1e-4f);
                 td_release(want[k]);
                 td_release(got[k]);
             }
@@ -140,6 +162,16 @@ static void test_gradients(void) {
     for (int k = 0; k < 3; k++) td_set_requires_grad(e[k], 1);
     check_grad("conv2d 3x3 s1 p1, 16 channels (Winograd)", apply_conv, &cw, 3, e, 1e-2f, 5e-3f, 1e-2f, 97);
     for (int k = 0; k < 3; k++) td_release(e[k]);
+    td_tensor *e1[3] = {check_rand(4, SHAPE(2, 5, 6, 7), -1, 1, &s), check_rand(4, SHAPE(2, 5, 3, 3), -1, 1, &s),
+                        check_rand(1, SHAPE(2), -1, 1, &s)};
+    for (int k = 0; k < 3; k++) td_set_requires_grad(e1[k], 1);
+    check_grad("conv2d 3x3 s1 p1, 2 channels out (direct)", apply_conv, &cw, 3, e1, 1e-2f, 5e-3f, 1e-2f, 0);
+    for (int k = 0; k < 3; k++) td_release(e1[k]);
+    td_tensor *e4[3] = {check_rand(4, SHAPE(1, 16, 8, 24), -1, 1, &s),
+                        check_rand(4, SHAPE(16, 16, 3, 3), -1, 1, &s), check_rand(1, SHAPE(16), -1, 1, &s)};
+    for (int k = 0; k < 3; k++) td_set_requires_grad(e4[k], 1);
+    check_grad("conv2d 3x3 s1 p1, 8x24 (Winograd F(4x4))", apply_conv, &cw, 3, e4, 1e-2f, 5e-3f, 1e-2f, 97);
+    for (int k = 0; k < 3; k++) td_release(e4[k]);
     for (int k = 0; k < 3; k++) {
         td_release(a[k]);
         td_release(b[k]);

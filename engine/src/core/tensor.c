@@ -219,14 +219,21 @@ static void strided_copy(float *dst_base, const td_tensor *dst, const td_tensor 
     int64_t inner = src->ndim ? src->shape[src->ndim - 1] : 1;
     int64_t sstep = src->ndim ? src->stride[src->ndim - 1] : 1;
     int64_t rows = inner ? n / inner : 0;
+    /* dst's rows of `inner` elements, when its last dim is `inner` too */
+    bool drows = dst->ndim && dst->shape[dst->ndim - 1] == inner;
+    int64_t dstep = drows ? dst->stride[dst->ndim - 1] : 1;
     #pragma omp parallel for if (n > TD_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *s = src->data + strided_offset(src, r * inner);
-        for (int64_t j = 0; j < inner; j++) {
-            int64_t flat = r * inner + j;
-            float *d = dc ? dst_base + flat : dst_base + strided_offset(dst, flat);
-            *d = s[j * sstep];
+        if (dc || drows) {
+            float *d = dst_base + (dc ? r * inner : strided_offset(dst, r * inner));
+            if (sstep == 1 && (dc || dstep == 1))
+                for (int64_t j = 0; j < inner; j++) d[j] = s[j];
+            else
+                for (int64_t j = 0; j < inner; j++) d[j * dstep] = s[j * sstep];
+            continue;
         }
+        for (int64_t j = 0; j < inner; j++) *(dst_base + strided_offset(dst, r * inner + j)) = s[j * sstep];
     }
 }
 

@@ -6,9 +6,11 @@
  *    else images run in turn on threaded sgemm. Stride-1 "same" patches are
  *    shifted copies of the plane; strided ones read a phase-split copy.
  *  - A 1x1 stride-1 convolution reads the image as its own column matrix.
- *  - 3x3 stride-1 conv2d with >= 16 channels each way goes through
- *    Winograd F(2x2, 3x3): 2.25x fewer multiplications (forward, input and
- *    weight gradients).
+ *  - Stride-1 conv2d with <= 4 output channels runs direct loops on a
+ *    zero-padded copy of the image (no column matrix).
+ *  - 3x3 stride-1 conv2d with >= 16 channels each way goes through Winograd
+ *    F(4x4, 3x3) or F(2x2, 3x3) (conv_winograd.c): 4x or 2.25x fewer
+ *    multiplications (forward, input and weight gradients).
  *
  * The direct loops (conv2d_ref*, conv_t_ref*) are the reference the fast
  * paths are tested against: td_conv_set_reference(1) makes the ops use them. */
@@ -18,12 +20,8 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 #endif
-#include "internal.h"
-#include <cblas.h>
+#include "conv.h"
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* An image [c, h, w] and its column matrix [c * kh * kw, oh * ow] for a
  * kernel kh x kw at stride s with zero padding p. */
@@ -39,14 +37,6 @@ void td_conv_set_reference(int on) { use_reference = on != 0; }
 static inline int64_t geom_rows(const geom *g) { return g->c * g->kh * g->kw; }
 static inline int64_t geom_cols(const geom *g) { return g->oh * g->ow; }
 static inline bool is_pointwise(const geom *g) { return g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0; }
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* Columns ox whose input column ox*s - p + kj lies inside [0, w): [*lo, *hi). */
 static void valid_cols(const geom *g, int64_t kj, int64_t *lo, int64_t *hi) {
@@ -218,92 +208,10 @@ static void row_sums(const float *g, int64_t rows, int64_t n, float *db, float b
     }
 }
 
-/* Row-major C [m, n] = A [m, k] (or A^T) x B [k, n] (or B^T) + beta C, with
- * leading dimensions lda, ldb, ldc. */
-static void gemm_ld(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, float beta, float *c, int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-}
-
 /* The same on contiguous matrices. */
 static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta,
                  float *c) {
-    gemm_ld(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, beta, c, n);
-}
-
-/* Threads to spread images over: all of them when the batch fills them,
- * else 1 (images in turn, threaded sgemm inside). */
-#define MAX_THREADS 64
-static int image_threads(int64_t n) {
-    int nt = td_get_num_threads();
-    if (nt > MAX_THREADS) nt = MAX_THREADS;
-    return n >= nt ? nt : 1;
-}
-
-/* A gradient summed over the images (weight or bias): with one thread the
- * images add straight into dst; with several, each thread sums into its own
- * partial and the partials are folded into dst at the end. */
-typedef struct {
-    float *dst, *part, beta;
-    int64_t size;
-    int nt;
-    bool used[MAX_THREADS];
-} image_sum;
-
-static int image_sum_open(image_sum *a, float *dst, int64_t size, float beta, int nt) {
-    *a = (image_sum){.dst = dst, .beta = beta, .size = size, .nt = dst ? nt : 1};
-    if (a->nt == 1) return 0;
-    a->part = td_alloc((size_t)(a->nt * size) * sizeof(float));
-    return a->part ? 0 : -1;
-}
-
-/* Where the calling thread adds its next image, and with which beta. */
-static float *image_sum_slot(image_sum *a, float *beta) {
-    int t = a->nt == 1 ? 0 : thread_id();
-    *beta = a->used[t] ? 1.0f : (a->nt == 1 ? a->beta : 0.0f);
-    a->used[t] = true;
-    return a->nt == 1 ? a->dst : a->part + t * a->size;
-}
-
-static void image_sum_close(image_sum *a, bool fold) {
-    if (!a->part) return;
-    if (fold) {
-        #pragma omp parallel for if (a->size > TD_PAR_MIN)
-        for (int64_t i = 0; i < a->size; i++) {
-            float s = a->beta == 0.0f ? 0.0f : a->beta * a->dst[i];
-            for (int t = 0; t < a->nt; t++)
-                if (a->used[t]) s += a->part[t * a->size + i];
-            a->dst[i] = s;
-        }
-    }
-    td_free(a->part, (size_t)(a->nt * a->size) * sizeof(float));
-}
-
-/* Per-thread scratch: nt blocks of n floats (NULL when n is 0). */
-typedef struct {
-    float *p;
-    int nt;
-    int64_t n;
-} scratch;
-
-static int scratch_open(scratch *s, int nt, int64_t n) {
-    *s = (scratch){.nt = nt, .n = n};
-    if (n == 0) return 0;
-    s->p = td_alloc((size_t)(nt * n) * sizeof(float));
-    return s->p ? 0 : -1;
-}
-
-static float *scratch_mine(scratch *s) { return s->p ? s->p + thread_id() * s->n : NULL; }
-
-static void scratch_close(scratch *s) {
-    if (s->p) td_free(s->p, (size_t)(s->nt * s->n) * sizeof(float));
+    td_conv_gemm(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
 /* ---- conv2d kernels ----
@@ -313,23 +221,23 @@ static void scratch_close(scratch *s) {
 static int conv2d_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t co,
                           const geom *g) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
-    int nt = image_threads(N);
+    int nt = td_conv_threads(N);
     bool pw = is_pointwise(g);
-    scratch sc;
-    if (scratch_open(&sc, nt, pw ? 0 : K * P + im2col_work(g))) return -1;
+    td_conv_scratch sc;
+    if (td_conv_scratch_open(&sc, nt, pw ? 0 : K * P + im2col_work(g))) return -1;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *src = x + n * HW;
         float *o = out + n * co * P;
         if (!pw) {
-            float *col = scratch_mine(&sc);
+            float *col = td_conv_scratch_mine(&sc);
             im2col(src, col, col + K * P, g, nt == 1);
             src = col;
         }
         if (b) fill_bias(o, b, co, P);
         gemm(false, false, co, P, K, w, src, b ? 1.0f : 0.0f, o);
     }
-    scratch_close(&sc);
+    td_conv_scratch_close(&sc);
     return 0;
 }
 
@@ -339,31 +247,31 @@ static int conv2d_forward(const float *x, const float *w, const float *b, float 
 static int conv2d_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
                            int64_t N, int64_t co, const geom *g, float bx, float bw, float bb) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
-    int nt = image_threads(N);
+    int nt = td_conv_threads(N);
     bool pw = is_pointwise(g);
-    scratch cols, dcols;
-    image_sum sw, sb;
-    int rc = scratch_open(&cols, nt, !pw && dw ? K * P + im2col_work(g) : 0);
-    rc |= scratch_open(&dcols, nt, !pw && dx ? K * P : 0);
-    rc |= image_sum_open(&sw, dw, co * K, bw, nt);
-    rc |= image_sum_open(&sb, db, co, bb, nt);
+    td_conv_scratch cols, dcols;
+    td_conv_sum sw, sb;
+    int rc = td_conv_scratch_open(&cols, nt, !pw && dw ? K * P + im2col_work(g) : 0);
+    rc |= td_conv_scratch_open(&dcols, nt, !pw && dx ? K * P : 0);
+    rc |= td_conv_sum_open(&sw, dw, co * K, bw, nt);
+    rc |= td_conv_sum_open(&sb, db, co, bb, nt);
     #pragma omp parallel for num_threads(nt) if (nt > 1 && rc == 0) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         if (rc) continue;
         const float *gn = gout + n * co * P, *xn = x + n * HW;
         float beta;
         if (db) {
-            float *d = image_sum_slot(&sb, &beta);
+            float *d = td_conv_sum_slot(&sb, &beta);
             row_sums(gn, co, P, d, beta);
         }
         if (dw) {
             const float *src = xn;
             if (!pw) {
-                float *col = scratch_mine(&cols);
+                float *col = td_conv_scratch_mine(&cols);
                 im2col(xn, col, col + K * P, g, nt == 1);
                 src = col;
             }
-            float *d = image_sum_slot(&sw, &beta);
+            float *d = td_conv_sum_slot(&sw, &beta);
             gemm(false, true, co, K, P, gn, src, beta, d);
         }
         if (dx) {
@@ -371,17 +279,17 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
             if (pw) {
                 gemm(true, false, K, P, co, w, gn, bx, dxn);
             } else {
-                float *dc = scratch_mine(&dcols);
+                float *dc = td_conv_scratch_mine(&dcols);
                 gemm(true, false, K, P, co, w, gn, 0.0f, dc);
                 if (bx == 0.0f) memset(dxn, 0, (size_t)HW * sizeof(float));
                 col2im(dc, dxn, g, nt == 1);
             }
         }
     }
-    image_sum_close(&sw, rc == 0);
-    image_sum_close(&sb, rc == 0);
-    scratch_close(&cols);
-    scratch_close(&dcols);
+    td_conv_sum_close(&sw, rc == 0);
+    td_conv_sum_close(&sb, rc == 0);
+    td_conv_scratch_close(&cols);
+    td_conv_scratch_close(&dcols);
     return rc ? -1 : 0;
 }
 
@@ -393,10 +301,10 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
 static int conv_t_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t ci,
                           const geom *g) {
     int64_t K = geom_rows(g), P = geom_cols(g), OHW = g->c * g->h * g->w;
-    int nt = image_threads(N);
+    int nt = td_conv_threads(N);
     bool pw = is_pointwise(g);
-    scratch sc;
-    if (scratch_open(&sc, nt, pw ? 0 : K * P)) return -1;
+    td_conv_scratch sc;
+    if (td_conv_scratch_open(&sc, nt, pw ? 0 : K * P)) return -1;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xn = x + n * ci * P;
@@ -405,13 +313,13 @@ static int conv_t_forward(const float *x, const float *w, const float *b, float 
         if (pw) {
             gemm(true, false, K, P, ci, w, xn, b ? 1.0f : 0.0f, o);
         } else {
-            float *col = scratch_mine(&sc);
+            float *col = td_conv_scratch_mine(&sc);
             gemm(true, false, K, P, ci, w, xn, 0.0f, col);
             if (!b) memset(o, 0, (size_t)OHW * sizeof(float));
             col2im(col, o, g, nt == 1);
         }
     }
-    scratch_close(&sc);
+    td_conv_scratch_close(&sc);
     return 0;
 }
 
@@ -420,334 +328,38 @@ static int conv_t_forward(const float *x, const float *w, const float *b, float 
 static int conv_t_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
                            int64_t N, int64_t ci, const geom *g, float bx, float bw, float bb) {
     int64_t K = geom_rows(g), P = geom_cols(g), OHW = g->c * g->h * g->w;
-    int nt = image_threads(N);
+    int nt = td_conv_threads(N);
     bool pw = is_pointwise(g);
-    scratch cols;
-    image_sum sw, sb;
-    int rc = scratch_open(&cols, nt, !pw && (dx || dw) ? K * P + im2col_work(g) : 0);
-    rc |= image_sum_open(&sw, dw, ci * K, bw, nt);
-    rc |= image_sum_open(&sb, db, g->c, bb, nt);
+    td_conv_scratch cols;
+    td_conv_sum sw, sb;
+    int rc = td_conv_scratch_open(&cols, nt, !pw && (dx || dw) ? K * P + im2col_work(g) : 0);
+    rc |= td_conv_sum_open(&sw, dw, ci * K, bw, nt);
+    rc |= td_conv_sum_open(&sb, db, g->c, bb, nt);
     #pragma omp parallel for num_threads(nt) if (nt > 1 && rc == 0) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         if (rc) continue;
         const float *gc = gout + n * OHW;
         float beta;
         if (db) {
-            float *d = image_sum_slot(&sb, &beta);
+            float *d = td_conv_sum_slot(&sb, &beta);
             row_sums(gc, g->c, g->h * g->w, d, beta);
         }
         if (!dx && !dw) continue;
         if (!pw) {
-            float *col = scratch_mine(&cols);
+            float *col = td_conv_scratch_mine(&cols);
             im2col(gc, col, col + K * P, g, nt == 1);
             gc = col;
         }
         if (dx) gemm(false, false, ci, P, K, w, gc, bx, dx + n * ci * P);
         if (dw) {
-            float *d = image_sum_slot(&sw, &beta);
+            float *d = td_conv_sum_slot(&sw, &beta);
             gemm(false, true, ci, K, P, x + n * ci * P, gc, beta, d);
         }
     }
-    image_sum_close(&sw, rc == 0);
-    image_sum_close(&sb, rc == 0);
-    scratch_close(&cols);
+    td_conv_sum_close(&sw, rc == 0);
+    td_conv_sum_close(&sb, rc == 0);
+    td_conv_scratch_close(&cols);
     return rc ? -1 : 0;
-}
-
-/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 conv2d ----
- * Each 2x2 output tile is A^T [(G w G^T) . (B^T d B)] A of its 4x4 input
- * tile d (Lavin and Gray, 2016): 16 products per tile and channel pair
- * instead of 36, done as 16 GEMMs [co, ci] x [ci, tiles]. The weight
- * gradient is G^T [sum over tiles of (A g A^T) . (B^T d B)] G, 16 GEMMs with
- * the tiles as inner dim; the input gradient is the same convolution of
- * gout with the weights rotated by 180 degrees and transposed, padded 2 - p.
- * Images go in chunks of about WINO_TILES tiles, a chunk per thread. */
-
-#define WINO_TILES 196
-
-typedef struct {
-    int64_t c, h, w, p;     /* input image [c, h, w], zero padding p */
-    int64_t oh, ow, th, tw; /* output size, tiles th x tw */
-    int64_t lanes;          /* tw rounded up to 8: the transforms run whole
-                               vectors along a tile row, and write past its end
-                               into the next row (rewritten later) or slack */
-} wino;
-
-static wino wino_geom(int64_t c, int64_t h, int64_t w, int64_t p) {
-    wino g = {c, h, w, p, h + 2 * p - 2, w + 2 * p - 2, 0, 0, 0};
-    g.th = (g.oh + 1) / 2;
-    g.tw = (g.ow + 1) / 2;
-    g.lanes = (g.tw + 7) / 8 * 8;
-    return g;
-}
-
-/* Worth it when the GEMMs dominate the transforms. */
-static bool use_winograd(const geom *g, int64_t co) {
-    return g->kh == 3 && g->kw == 3 && g->s == 1 && g->c >= 16 && co >= 16;
-}
-
-/* pad [c, hp, wp] = img [c, h, w] moved p rows and columns in, zeros
- * around (hp >= h + p, wp >= w + p). The transforms read tiles from it
- * without bounds checks. */
-static void wino_pad(const float *restrict img, int64_t c, int64_t h, int64_t w, int64_t p, int64_t hp,
-                     int64_t wp, float *restrict pad) {
-    for (int64_t k = 0; k < c; k++)
-        for (int64_t y = 0; y < hp; y++) {
-            float *d = pad + (k * hp + y) * wp;
-            if (y < p || y >= p + h) {
-                for (int64_t x = 0; x < wp; x++) d[x] = 0.0f;
-                continue;
-            }
-            const float *src = img + (k * h + y - p) * w;
-            for (int64_t x = 0; x < p; x++) d[x] = 0.0f;
-            for (int64_t x = 0; x < w; x++) d[p + x] = src[x];
-            for (int64_t x = p + w; x < wp; x++) d[x] = 0.0f;
-        }
-}
-
-/* Padded input planes: 2 th + 2 rows of 2 lanes + 2 (every tile's 4x4). */
-static int64_t wino_in_rows(const wino *g) { return 2 * g->th + 2; }
-static int64_t wino_in_cols(const wino *g) { return 2 * g->lanes + 2; }
-
-/* V[xi][c][col0 + t] = (B^T d B)[xi] for the 4x4 tiles d (zero outside) of
- * img [c, h, w], t = ty * tw + tx; the 16 planes of V are [c, ld]. work
- * holds c * wino_in_rows * wino_in_cols floats. */
-static void wino_input(const float *img, float *V, int64_t ld, int64_t col0, const wino *g, float *work) {
-    int64_t cs = g->c * ld, hp = wino_in_rows(g), wp = wino_in_cols(g);
-    wino_pad(img, g->c, g->h, g->w, g->p, hp, wp, work);
-    for (int64_t c = 0; c < g->c; c++)
-        for (int64_t ty = 0; ty < g->th; ty++)
-            for (int64_t tx0 = 0; tx0 < g->lanes; tx0 += 8) {
-                const float *src = work + (c * hp + 2 * ty) * wp + 2 * tx0;
-                float r[16][8];
-                #pragma omp simd
-                for (int l = 0; l < 8; l++) {
-                    float d[4][4], t[4][4];
-                    for (int i = 0; i < 4; i++)
-                        for (int j = 0; j < 4; j++) d[i][j] = src[i * wp + 2 * l + j];
-                    for (int j = 0; j < 4; j++) {
-                        t[0][j] = d[0][j] - d[2][j];
-                        t[1][j] = d[1][j] + d[2][j];
-                        t[2][j] = d[2][j] - d[1][j];
-                        t[3][j] = d[1][j] - d[3][j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        r[4 * i + 0][l] = t[i][0] - t[i][2];
-                        r[4 * i + 1][l] = t[i][1] + t[i][2];
-                        r[4 * i + 2][l] = t[i][2] - t[i][1];
-                        r[4 * i + 3][l] = t[i][1] - t[i][3];
-                    }
-                }
-                float *q = V + c * ld + col0 + ty * g->tw + tx0;
-                for (int k = 0; k < 16; k++, q += cs) memcpy(q, r[k], sizeof r[k]);
-            }
-}
-
-/* out [co, oh, ow] = (or += when add) A^T m A + bias for the tiles m in
- * M[xi][o][col0 + t]; the 16 planes of M are [co, ld]. work holds 4 lanes
- * floats. */
-static void wino_output(const float *M, int64_t ld, int64_t col0, float *out, const float *bias, int64_t co,
-                        const wino *g, bool add, float *work) {
-    int64_t cs = co * ld, tw = g->lanes;
-    float *Y = work; /* [4][lanes]: y00, y01, y10, y11 */
-    for (int64_t o = 0; o < co; o++)
-        for (int64_t ty = 0; ty < g->th; ty++) {
-            float b = bias ? bias[o] : 0.0f;
-            for (int64_t tx0 = 0; tx0 < tw; tx0 += 8) {
-                float m[16][8];
-                const float *q = M + o * ld + col0 + ty * g->tw + tx0;
-                for (int k = 0; k < 16; k++, q += cs) memcpy(m[k], q, sizeof m[k]);
-                #pragma omp simd
-                for (int l = 0; l < 8; l++) {
-                    float t[2][4];
-                    for (int j = 0; j < 4; j++) {
-                        t[0][j] = m[j][l] + m[4 + j][l] + m[8 + j][l];
-                        t[1][j] = m[4 + j][l] - m[8 + j][l] - m[12 + j][l];
-                    }
-                    Y[tx0 + l] = t[0][0] + t[0][1] + t[0][2] + b;
-                    Y[tw + tx0 + l] = t[0][1] - t[0][2] - t[0][3] + b;
-                    Y[2 * tw + tx0 + l] = t[1][0] + t[1][1] + t[1][2] + b;
-                    Y[3 * tw + tx0 + l] = t[1][1] - t[1][2] - t[1][3] + b;
-                }
-            }
-            for (int i = 0; i < 2 && 2 * ty + i < g->oh; i++) {
-                float *dst = out + (o * g->oh + 2 * ty + i) * g->ow;
-                const float *y0 = Y + 2 * i * tw, *y1 = y0 + tw;
-                int64_t pairs = g->ow / 2;
-                if (add)
-                    for (int64_t tx = 0; tx < pairs; tx++) {
-                        dst[2 * tx] += y0[tx];
-                        dst[2 * tx + 1] += y1[tx];
-                    }
-                else
-                    for (int64_t tx = 0; tx < pairs; tx++) {
-                        dst[2 * tx] = y0[tx];
-                        dst[2 * tx + 1] = y1[tx];
-                    }
-                if (g->ow % 2) dst[g->ow - 1] = (add ? dst[g->ow - 1] : 0.0f) + y0[pairs];
-            }
-        }
-}
-
-/* Gh[xi][o][col0 + t] = (A g A^T)[xi] for the 2x2 tiles g (zero outside) of
- * gout [co, oh, ow]; the 16 planes of Gh are [co, ld]. work holds
- * co * 2 th * 2 lanes floats. */
-static void wino_grad_tiles(const float *gout, float *Gh, int64_t ld, int64_t col0, int64_t co, const wino *g,
-                            float *work) {
-    int64_t cs = co * ld, hp = 2 * g->th, wp = 2 * g->lanes;
-    wino_pad(gout, co, g->oh, g->ow, 0, hp, wp, work);
-    for (int64_t o = 0; o < co; o++)
-        for (int64_t ty = 0; ty < g->th; ty++)
-            for (int64_t tx0 = 0; tx0 < g->lanes; tx0 += 8) {
-                const float *src = work + (o * hp + 2 * ty) * wp + 2 * tx0;
-                float r[16][8];
-                #pragma omp simd
-                for (int l = 0; l < 8; l++) {
-                    float v[2][2] = {{src[2 * l], src[2 * l + 1]}, {src[wp + 2 * l], src[wp + 2 * l + 1]}}, t[4][2];
-                    for (int j = 0; j < 2; j++) {
-                        t[0][j] = v[0][j];
-                        t[1][j] = v[0][j] + v[1][j];
-                        t[2][j] = v[0][j] - v[1][j];
-                        t[3][j] = -v[1][j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        r[4 * i + 0][l] = t[i][0];
-                        r[4 * i + 1][l] = t[i][0] + t[i][1];
-                        r[4 * i + 2][l] = t[i][0] - t[i][1];
-                        r[4 * i + 3][l] = -t[i][1];
-                    }
-                }
-                float *q = Gh + o * ld + col0 + ty * g->tw + tx0;
-                for (int k = 0; k < 16; k++, q += cs) memcpy(q, r[k], sizeof r[k]);
-            }
-}
-
-/* U[xi] = G k G^T for every kernel k of w [co, ci, 3, 3]: U [16, co, ci];
- * rotated: k = w[o][c] turned by 180 degrees, stored as U [16, ci, co]
- * (the weights of the input gradient). */
-static void wino_weights(const float *w, float *U, int64_t co, int64_t ci, bool rotated) {
-    #pragma omp parallel for if (co * ci * 16 > TD_PAR_MIN)
-    for (int64_t o = 0; o < co; o++)
-        for (int64_t c = 0; c < ci; c++) {
-            const float *k = w + (o * ci + c) * 9;
-            float g[3][3], t[4][3];
-            for (int i = 0; i < 3; i++)
-                for (int j = 0; j < 3; j++) g[i][j] = rotated ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[0][j];
-                t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-                t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-                t[3][j] = g[2][j];
-            }
-            float *u = U + (rotated ? c * co + o : o * ci + c);
-            int64_t cs = co * ci;
-            for (int i = 0; i < 4; i++) {
-                u[(4 * i + 0) * cs] = t[i][0];
-                u[(4 * i + 1) * cs] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[(4 * i + 2) * cs] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[(4 * i + 3) * cs] = t[i][2];
-            }
-        }
-}
-
-/* dw [co, ci, 3, 3] = beta dw + G^T z G for the 4x4 sums z in Z [16, co, ci]. */
-static void wino_weight_grad(const float *Z, float *dw, int64_t co, int64_t ci, float beta) {
-    int64_t cs = co * ci;
-    #pragma omp parallel for if (cs * 16 > TD_PAR_MIN)
-    for (int64_t k = 0; k < cs; k++) {
-        float t[3][4];
-        for (int j = 0; j < 4; j++) {
-            float z0 = Z[j * cs + k], z1 = Z[(4 + j) * cs + k], z2 = Z[(8 + j) * cs + k], z3 = Z[(12 + j) * cs + k];
-            t[0][j] = z0 + 0.5f * (z1 + z2);
-            t[1][j] = 0.5f * (z1 - z2);
-            t[2][j] = 0.5f * (z1 + z2) + z3;
-        }
-        float *d = dw + k * 9;
-        for (int i = 0; i < 3; i++) {
-            float r[3] = {t[i][0] + 0.5f * (t[i][1] + t[i][2]), 0.5f * (t[i][1] - t[i][2]),
-                          0.5f * (t[i][1] + t[i][2]) + t[i][3]};
-            for (int j = 0; j < 3; j++) d[i * 3 + j] = (beta == 0.0f ? 0.0f : d[i * 3 + j]) + r[j];
-        }
-    }
-}
-
-/* Images per chunk: about WINO_TILES tiles, at least one image. */
-static int64_t wino_chunk(const wino *g) {
-    int64_t b = WINO_TILES / (g->th * g->tw);
-    return b < 1 ? 1 : b;
-}
-
-/* out [N, co, oh, ow] = (or += when add) x [N, c, h, w] convolved with the
- * transformed weights U [16, co, c], plus bias (or NULL). */
-static int wino_conv(const float *x, const float *U, const float *bias, float *out, int64_t N, int64_t co,
-                     const wino *g, bool add) {
-    int64_t ci = g->c, T = g->th * g->tw, B = wino_chunk(g), chunks = (N + B - 1) / B, ld = B * T + g->lanes;
-    int64_t pad = ci * wino_in_rows(g) * wino_in_cols(g), rows = pad > 4 * g->lanes ? pad : 4 * g->lanes;
-    int nt = image_threads(chunks);
-    scratch sc;
-    if (scratch_open(&sc, nt, 16 * (ci + co) * ld + rows)) return -1;
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < chunks; k++) {
-        float *V = scratch_mine(&sc), *M = V + 16 * ci * ld, *work = M + 16 * co * ld;
-        int64_t n0 = k * B, nb = N - n0 < B ? N - n0 : B;
-        for (int64_t r = 0; r < 16 * co; r++) /* the lanes past the tiles read finite values */
-            memset(M + r * ld + nb * T, 0, (size_t)(ld - nb * T) * sizeof(float));
-        for (int64_t b = 0; b < nb; b++) wino_input(x + (n0 + b) * ci * g->h * g->w, V, ld, b * T, g, work);
-        for (int xi = 0; xi < 16; xi++)
-            gemm_ld(false, false, co, nb * T, ci, U + xi * co * ci, ci, V + xi * ci * ld, ld, 0.0f,
-                    M + xi * co * ld, ld);
-        for (int64_t b = 0; b < nb; b++)
-            wino_output(M, ld, b * T, out + (n0 + b) * co * g->oh * g->ow, bias, co, g, add, work);
-    }
-    scratch_close(&sc);
-    return 0;
-}
-
-/* dw (beta: 0 overwrite, 1 add) = the weight gradient of x [N, c, h, w] for
- * gout [N, co, oh, ow]. */
-static int wino_weight_backward(const float *x, const float *gout, float *dw, float beta, int64_t N, int64_t co,
-                                const wino *g) {
-    int64_t ci = g->c, T = g->th * g->tw, B = wino_chunk(g), chunks = (N + B - 1) / B, ld = B * T + g->lanes;
-    int64_t pin = ci * wino_in_rows(g) * wino_in_cols(g), pout = co * 4 * g->th * g->lanes;
-    int64_t rows = pin > pout ? pin : pout;
-    int nt = image_threads(chunks);
-    scratch sc;
-    image_sum sz;
-    float *Z = td_alloc((size_t)(16 * co * ci) * sizeof(float));
-    int rc = Z ? 0 : -1;
-    rc |= scratch_open(&sc, nt, 16 * (ci + co) * ld + rows);
-    rc |= image_sum_open(&sz, Z, 16 * co * ci, 0.0f, nt);
-    #pragma omp parallel for num_threads(nt) if (nt > 1 && rc == 0) schedule(static)
-    for (int64_t k = 0; k < chunks; k++) {
-        if (rc) continue;
-        float *V = scratch_mine(&sc), *Gh = V + 16 * ci * ld, *work = Gh + 16 * co * ld, zb;
-        int64_t n0 = k * B, nb = N - n0 < B ? N - n0 : B;
-        for (int64_t b = 0; b < nb; b++) {
-            wino_input(x + (n0 + b) * ci * g->h * g->w, V, ld, b * T, g, work);
-            wino_grad_tiles(gout + (n0 + b) * co * g->oh * g->ow, Gh, ld, b * T, co, g, work);
-        }
-        float *z = image_sum_slot(&sz, &zb);
-        for (int xi = 0; xi < 16; xi++)
-            gemm_ld(false, true, co, ci, nb * T, Gh + xi * co * ld, ld, V + xi * ci * ld, ld, zb,
-                    z + xi * co * ci, ci);
-    }
-    image_sum_close(&sz, rc == 0);
-    if (rc == 0) wino_weight_grad(Z, dw, co, ci, beta);
-    scratch_close(&sc);
-    if (Z) td_free(Z, (size_t)(16 * co * ci) * sizeof(float));
-    return rc ? -1 : 0;
-}
-
-/* The forward through Winograd: out [N, co, oh, ow] for x, w [co, c, 3, 3]. */
-static int wino_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t co,
-                        const geom *g) {
-    wino wg = wino_geom(g->c, g->h, g->w, g->p);
-    float *U = td_alloc((size_t)(16 * co * g->c) * sizeof(float));
-    if (!U) return -1;
-    wino_weights(w, U, co, g->c, false);
-    int rc = wino_conv(x, U, b, out, N, co, &wg, false);
-    td_free(U, (size_t)(16 * co * g->c) * sizeof(float));
-    return rc;
 }
 
 /* db [co] (+)= sums of gout [N, co, P] over N and P. */
@@ -766,26 +378,152 @@ static void bias_grad(const float *gout, float *db, int64_t N, int64_t co, int64
     }
 }
 
+/* ---- few output channels at stride 1: direct loops on padded planes ----
+ * With co <= DIRECT_MAX_CO the GEMMs of im2col are a few rows long, and
+ * the column matrix (kh kw times the image) costs more than the products.
+ * Instead the image is copied zero-padded, [c, hp, wp] (hp = h + 2p,
+ * wp = w + 2p), and the output is computed "wide", [co, oh, wp] (its
+ * columns past ow are junk): each tap (o, c, ki, kj) is then one
+ * multiply-add of the padded plane shifted by ki wp + kj into the wide
+ * output plane, one contiguous run of oh wp floats. Backward, the output
+ * gradient goes wide with zeros in the junk columns, and the input and
+ * weight gradients are the adjoint runs and dot products. */
+
+#define DIRECT_MAX_CO 4
+
+static bool use_direct(const geom *g, int64_t co) {
+    return g->s == 1 && co <= DIRECT_MAX_CO && !is_pointwise(g) && g->c * g->kh * g->kw >= 16;
+}
+
+static int64_t direct_wp(const geom *g) { return g->w + 2 * g->p; }
+static int64_t direct_plane(const geom *g) { return (g->h + 2 * g->p) * direct_wp(g) + g->kw; }
+static int64_t direct_run(const geom *g) { return g->oh * direct_wp(g); }
+
+/* pad [c, plane] = img [c, h, w] moved p rows and columns in, zeros around
+ * (and in the kw floats of slack after each plane). */
+static void direct_pad(const float *img, float *pad, const geom *g) {
+    int64_t wp = direct_wp(g), pl = direct_plane(g);
+    for (int64_t c = 0; c < g->c; c++) {
+        float *d = pad + c * pl;
+        for (int64_t i = 0; i < pl; i++) d[i] = 0.0f;
+        for (int64_t y = 0; y < g->h; y++)
+            for (int64_t x = 0; x < g->w; x++) d[(y + g->p) * wp + g->p + x] = img[(c * g->h + y) * g->w + x];
+    }
+}
+
+/* y [n] += a x [n] */
+static void axpy(float *restrict y, const float *restrict x, float a, int64_t n) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float dot(const float *restrict x, const float *restrict y, int64_t n) {
+    float s = 0.0f;
+    #pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+/* out [co, oh, ow] = b + x (*) w for one image; work holds c plane + run
+ * floats. */
+static void direct_forward_image(const float *x, const float *w, const float *b, float *out, int64_t co,
+                                 const geom *g, float *work) {
+    int64_t wp = direct_wp(g), pl = direct_plane(g), L = direct_run(g);
+    float *pad = work, *wide = work + g->c * pl;
+    direct_pad(x, pad, g);
+    for (int64_t o = 0; o < co; o++) {
+        for (int64_t i = 0; i < L; i++) wide[i] = b ? b[o] : 0.0f;
+        for (int64_t c = 0; c < g->c; c++)
+            for (int64_t ki = 0; ki < g->kh; ki++)
+                for (int64_t kj = 0; kj < g->kw; kj++)
+                    axpy(wide, pad + c * pl + ki * wp + kj, w[((o * g->c + c) * g->kh + ki) * g->kw + kj], L);
+        for (int64_t y = 0; y < g->oh; y++)
+            for (int64_t x0 = 0; x0 < g->ow; x0++) out[(o * g->oh + y) * g->ow + x0] = wide[y * wp + x0];
+    }
+}
+
+/* dx [c, h, w] (+)= the input gradient (add: +=) and dw [co, c, kh, kw] +=
+ * the weight gradient of gout [co, oh, ow] for one image (either may be
+ * NULL); work holds 2 c plane + co run floats. */
+static void direct_backward_image(const float *x, const float *w, const float *gout, float *dx, bool add,
+                                  float *dw, int64_t co, const geom *g, float *work) {
+    int64_t wp = direct_wp(g), pl = direct_plane(g), L = direct_run(g), kk = g->kh * g->kw;
+    float *pad = work, *dpad = pad + g->c * pl, *gw = dpad + g->c * pl;
+    for (int64_t o = 0; o < co; o++)
+        for (int64_t y = 0; y < g->oh; y++)
+            for (int64_t x0 = 0; x0 < wp; x0++)
+                gw[o * L + y * wp + x0] = x0 < g->ow ? gout[(o * g->oh + y) * g->ow + x0] : 0.0f;
+    if (dw) direct_pad(x, pad, g);
+    if (dx)
+        for (int64_t i = 0; i < g->c * pl; i++) dpad[i] = 0.0f;
+    for (int64_t o = 0; o < co; o++)
+        for (int64_t c = 0; c < g->c; c++)
+            for (int64_t k = 0; k < kk; k++) {
+                int64_t shift = c * pl + k / g->kw * wp + k % g->kw, wi = (o * g->c + c) * kk + k;
+                if (dx) axpy(dpad + shift, gw + o * L, w[wi], L);
+                if (dw) dw[wi] += dot(pad + shift, gw + o * L, L);
+            }
+    if (!dx) return;
+    for (int64_t c = 0; c < g->c; c++)
+        for (int64_t y = 0; y < g->h; y++) {
+            const float *src = dpad + c * pl + (y + g->p) * wp + g->p;
+            float *d = dx + (c * g->h + y) * g->w;
+            if (add)
+                for (int64_t x0 = 0; x0 < g->w; x0++) d[x0] += src[x0];
+            else
+                for (int64_t x0 = 0; x0 < g->w; x0++) d[x0] = src[x0];
+        }
+}
+
+static int direct_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t co,
+                          const geom *g) {
+    int64_t HW = g->c * g->h * g->w;
+    int nt = td_conv_threads(N);
+    td_conv_scratch sc;
+    if (td_conv_scratch_open(&sc, nt, g->c * direct_plane(g) + direct_run(g))) return -1;
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        direct_forward_image(x + n * HW, w, b, out + n * co * geom_cols(g), co, g, td_conv_scratch_mine(&sc));
+    td_conv_scratch_close(&sc);
+    return 0;
+}
+
+static void bias_grad(const float *gout, float *db, int64_t N, int64_t co, int64_t P, float beta);
+
+static int direct_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
+                           int64_t N, int64_t co, const geom *g, float bx, float bw, float bb) {
+    int64_t HW = g->c * g->h * g->w, K = co * geom_rows(g), P = geom_cols(g);
+    int nt = td_conv_threads(N);
+    td_conv_scratch sc;
+    td_conv_sum sw;
+    int rc = td_conv_scratch_open(&sc, nt, 2 * g->c * direct_plane(g) + co * direct_run(g));
+    rc |= td_conv_sum_open(&sw, dw, K, bw, nt);
+    if (rc == 0 && db) bias_grad(gout, db, N, co, P, bb);
+    #pragma omp parallel for num_threads(nt) if (nt > 1 && rc == 0) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        if (rc) continue;
+        float beta, *d = NULL;
+        if (dw) {
+            d = td_conv_sum_slot(&sw, &beta);
+            if (beta == 0.0f) memset(d, 0, (size_t)K * sizeof(float));
+        }
+        direct_backward_image(x + n * HW, w, gout + n * co * P, dx ? dx + n * HW : NULL, bx != 0.0f, d, co, g,
+                              td_conv_scratch_mine(&sc));
+    }
+    td_conv_sum_close(&sw, rc == 0);
+    td_conv_scratch_close(&sc);
+    return rc ? -1 : 0;
+}
+
 /* The backward through Winograd (the input gradient through im2col when
  * pad > 2, where the rotated convolution would need a negative pad). */
 static int wino_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
                          int64_t N, int64_t co, const geom *g, float bx, float bw, float bb) {
-    int64_t ci = g->c;
     int rc = 0;
     if (db) bias_grad(gout, db, N, co, g->oh * g->ow, bb);
-    if (dw) {
-        wino wg = wino_geom(ci, g->h, g->w, g->p);
-        rc = wino_weight_backward(x, gout, dw, bw, N, co, &wg);
-    }
+    if (dw) rc = td_wino_weight_grad(x, gout, dw, bw, N, g->c, g->h, g->w, co, g->p);
     if (rc == 0 && dx && g->p > 2) return conv2d_backward(x, w, gout, dx, NULL, NULL, N, co, g, bx, 0.0f, 0.0f);
-    if (rc == 0 && dx) {
-        wino wg = wino_geom(co, g->oh, g->ow, 2 - g->p);
-        float *U = td_alloc((size_t)(16 * co * ci) * sizeof(float));
-        if (!U) return -1;
-        wino_weights(w, U, co, ci, true);
-        rc = wino_conv(gout, U, NULL, dx, N, ci, &wg, bx != 0.0f);
-        td_free(U, (size_t)(16 * co * ci) * sizeof(float));
-    }
+    if (rc == 0 && dx) rc = td_wino_input_grad(gout, w, dx, bx, N, g->c, g->h, g->w, co, g->p);
     return rc;
 }
 
@@ -956,7 +694,9 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, int stride, int p
     if (out) {
         int rc = 0;
         if (use_reference) conv2d_ref(xd->data, wd->data, bp, out->data, N, co, &g);
-        else if (use_winograd(&g, co)) rc = wino_forward(xd->data, wd->data, bp, out->data, N, co, &g);
+        else if (td_wino_applies(g.kh, g.kw, g.s, g.c, co))
+            rc = td_wino_forward(xd->data, wd->data, bp, out->data, N, g.c, g.h, g.w, co, g.p);
+        else if (use_direct(&g, co)) rc = direct_forward(xd->data, wd->data, bp, out->data, N, co, &g);
         else rc = conv2d_forward(xd->data, wd->data, bp, out->data, N, co, &g);
         if (rc) {
             td_release(out);
@@ -1053,7 +793,9 @@ int td_bw_conv2d(td_node *n, td_tensor *gout) {
         grads_zero(&gr);
         conv2d_ref_backward(x->data, w->data, gd->data, gdata(&gr, 0), gdata(&gr, 1), gdata(&gr, 2), N, co, &g);
     } else if (rc == 0) {
-        rc = (use_winograd(&g, co) ? wino_backward : conv2d_backward)(
+        rc = (td_wino_applies(g.kh, g.kw, g.s, g.c, co) ? wino_backward
+              : use_direct(&g, co)                        ? direct_backward
+                                                          : conv2d_backward)(
             x->data, w->data, gd->data, gdata(&gr, 0), gdata(&gr, 1), gdata(&gr, 2), N, co, &g, gr.beta[0],
             gr.beta[1], gr.beta[2]);
     }
