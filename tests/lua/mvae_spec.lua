@@ -158,6 +158,45 @@ describe("MVAE", function()
     assert.is_true(ok, "no gradient: " .. bad)
   end)
 
+  it("cross = true adds lambda_m log p(x_m | z_S) for the modalities outside S, masks included", function()
+    tide.manual_seed(11)
+    local base = MVAE(MF.modalities(2), {zdim = MF.D})
+    local cross = MVAE(MF.modalities(2), {zdim = MF.D, cross = true})
+    local src = {}
+    for name, p in base:named_parameters() do src[name] = p end
+    for name, p in cross:named_parameters() do p:copy_(src[name]) end
+    local xs = MF.random_inputs(2)
+    local eps = tide.randn(3, MF.B, MF.D)
+    local subs = {{1, 2}, {1}, {2}}
+    local mask = tide.from_table{{1, 1, 0, 1}, {1, 0, 1, 1}}
+    for _, mk in ipairs{false, true} do
+      local m = mk and mask or nil
+      local o = {subsets = subs, eps = eps, beta = 0.7, mask = m}
+      local l0, l1 = base(xs, o):item(), cross(xs, o):item()
+      -- the two extra terms, from q(z | x1) and q(z | x2) written out
+      local extra = tide.no_grad(function()
+        local mu, lv = base:encode(xs)
+        local pres = m or tide.ones(2, MF.B)
+        local function z_of(j, only)
+          local qm, qlv = X.poe(mu, lv, base:only(only, MF.B) * pres)
+          return qm + (qlv * 0.5):exp() * eps:select(1, j)
+        end
+        local y_from_x = base:log_lik(2, base:decode(2, z_of(2, 1)), xs[2]) * pres:select(1, 1) * pres:select(1, 2)
+        local x_from_y = base:log_lik(1, base:decode(1, z_of(3, 2)), xs[1]) * pres:select(1, 2) * pres:select(1, 1)
+        return (y_from_x * base.lambdas[2] + x_from_y * base.lambdas[1]):mean():item()
+      end)
+      assert.is_true(math.abs(extra) > 1e-3)
+      fixture.assert_near(l1, l0 - extra, 1e-4, 1e-4, "cross loss" .. (mk and " (mask)" or ""))
+    end
+    -- the cross terms train the encoder of one modality through the other's decoder
+    cross(xs, {subsets = {{1}}, eps = eps:narrow(1, 1, 1)}):backward()
+    local g = 0
+    for name, p in cross:named_parameters() do
+      if name:match("^decoders%.2") then g = g + p:grad():abs():sum():item() end
+    end
+    assert.is_true(g > 0)
+  end)
+
   it("log_weights: [K,B], and their log-mean-exp bounds the ELBO from above on average", function()
     tide.manual_seed(10)
     local model = MVAE(MF.modalities(2), {zdim = MF.D})

@@ -17,13 +17,20 @@
 -- subset has no member present is dropped, and a reconstruction counts only
 -- for a present modality. The loss is -L averaged over the batch.
 --
+-- With opts.cross (not in Wu & Goodman) every term reconstructs every
+-- modality, sum_{m in S} becomes sum_{m = 1..M}: the unimodal posterior
+-- q(z | x_m) must also explain the other modalities. Without it nothing ties
+-- q(z | y) to q(z | x) on a 2-modality set (image + label): the experts can
+-- split the latent space into private blocks (each expert's precision ~0
+-- on the other's dims), with cross-modal coherence at chance.
+--
 --   local MVAE = require("tide.models.mvae")
 --   local model = MVAE({image, label}, {zdim = 20})   -- modalities: see multimodal.lua
 --   local loss, stats = model:loss(xs, {mask = mask, beta = 1})
 --
 -- All subsets' products are one td_poe call over [M, S*B, D] (experts
 -- .subset_poe); each decoder runs once on the samples of every subset that
--- holds its modality.
+-- holds its modality (of every subset with cross).
 local tide = require("tide")
 local MM = require("tide.models.multimodal")
 local X = require("tide.models.experts")
@@ -32,13 +39,15 @@ local MVAE = MM.Base:extend("MVAE")
 
 -- opts: zdim (required), beta (1), subsets: "default" (joint + unimodal +
 -- k random), "all" (every non-empty subset) or a list of subsets;
--- k (1, random subsets per step when M > 2).
+-- k (1, random subsets per step when M > 2); cross (false: each term
+-- reconstructs the modalities of its subset; true: all of them).
 function MVAE:init(mods, opts)
   opts = opts or {}
   if not opts.zdim then error("MVAE: opts.zdim is required", 2) end
   self:init_modalities(mods, opts)
   self.k = opts.k or 1
   self.subset_rule = opts.subsets or "default"
+  self.cross = opts.cross or false
   self.mask_cache = {}
 end
 
@@ -72,7 +81,11 @@ function MVAE:subset_info(subs)
   local rows = {}
   for m = 1, self.nmod do rows[m] = {} end
   for j, s in ipairs(subs) do
-    for _, m in ipairs(s) do table.insert(rows[m], j - 1) end
+    if self.cross then
+      for m = 1, self.nmod do table.insert(rows[m], j - 1) end
+    else
+      for _, m in ipairs(s) do table.insert(rows[m], j - 1) end
+    end
   end
   local sel = {}
   for m = 1, self.nmod do
@@ -114,7 +127,7 @@ function MVAE:loss(xs, opts)
   for m = 1, self.nmod do
     local s = info.sel[m]
     if s.n > 0 then
-      -- lambda_m log p(x_m | z_S) for the subsets S holding m
+      -- lambda_m log p(x_m | z_S) for the subsets S holding m (every S with cross)
       local ll = self:log_lik(m, self:decode(m, take(z, s)), xs[m])    -- [S_m,B]
       if w then ll = ll * take(w, s) * mask:select(1, m) end
       local r = ll:sum(1) * self.lambdas[m]
