@@ -113,10 +113,25 @@ local function open(path)
   return lib, path
 end
 
+-- OpenMP workers that spin between parallel regions take the CPU from the
+-- interpreter's thread on small machines (a CMVAE training step on 2 threads
+-- here: 398 ms spinning, 169 ms with sleeping workers; bench/README.md), so
+-- unless the user set OMP_WAIT_POLICY, workers sleep. libgomp reads it when
+-- it loads, with libtide, so this runs first.
+local function passive_openmp_workers()
+  pcall(function()
+    if not pcall(function() return ffi.C.setenv end) then
+      ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
+    end
+    ffi.C.setenv("OMP_WAIT_POLICY", "PASSIVE", 0)
+  end)
+end
+
 -- The library: $TIDE_LIB; else already linked into this process (a host
 -- program); else a build*/ directory of the source tree holding this file;
 -- else lib/ of an installed prefix; else the system linker.
 local function load_library()
+  passive_openmp_workers()
   local env = os.getenv("TIDE_LIB")
   if env and env ~= "" then return open(env) end
   if pcall(function() return ffi.C.td_last_error end) then return ffi.C, "(this process)" end
