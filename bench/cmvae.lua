@@ -11,32 +11,14 @@
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = here .. "/../lua/?.lua;" .. here .. "/../lua/?/init.lua;" .. here .. "/../bindings/?.lua;" .. package.path
 local tide = require("tide")
-local ffi = require("ffi")
 local CMVAE = require("tide.models.cmvae")
 
 tide.set_num_threads(tonumber(os.getenv("BENCH_THREADS") or "2"))
 local arch = arg and arg[1] or "light"
 local M, B = 5, 128
 
-ffi.cdef("int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")
-local ts = ffi.new("struct timespec_")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) * 1e3 + tonumber(ts.nsec) * 1e-6
-end
-
-local function peak_mb()
-  local f = io.open("/proc/self/status", "r")
-  if not f then return 0 end
-  local s = f:read("*a")
-  f:close()
-  return (tonumber(s:match("VmHWM:%s*(%d+)")) or 0) / 1024
-end
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
-end
+local T = dofile(here .. "/timing.lua")
+local now_ms, median_ms, median, peak_mb = T.now_ms, T.median_ms, T.median, T.peak_mb
 
 tide.manual_seed(0)
 local model = CMVAE{modalities = M, clusters = 40, zdim = 32, wdim = 32, beta = 2.5, arch = arch}

@@ -14,49 +14,12 @@ local tide = require("tide")
 local optim = tide.optim
 local MM = require("tide.models.multimodal")
 local MVAE = require("tide.models.mvae")
-local ffi = require("ffi")
 
 tide.set_num_threads(tonumber(os.getenv("BENCH_THREADS") or 2))
 local B, Z = 128, 20
 
-ffi.cdef("int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")
-local ts = ffi.new("struct timespec_")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) * 1e3 + tonumber(ts.nsec) * 1e-6
-end
-
--- The median time of fn() in ms, as bench/bench.h: ~0.2 s of warm-up (at
--- least 3 runs), then 11 to 301 timed runs (odd) fitting in budget_ms.
-local function median_ms(fn, budget_ms)
-  budget_ms = budget_ms or 1500
-  local t0, warm, est = now_ms(), 0, 0
-  while warm < 3 or now_ms() - t0 < 200 do
-    local s = now_ms()
-    fn()
-    est = now_ms() - s
-    warm = warm + 1
-  end
-  local reps = est > 0 and math.floor(budget_ms / est) or 301
-  reps = math.min(math.max(reps, 11), 301)
-  if reps % 2 == 0 then reps = reps + 1 end
-  local t = {}
-  for i = 1, reps do
-    local s = now_ms()
-    fn()
-    t[i] = now_ms() - s
-  end
-  table.sort(t)
-  return t[(reps + 1) / 2]
-end
-
-local function peak_mb()
-  local f = io.open("/proc/self/status", "r")
-  if not f then return 0 end
-  local s = f:read("*a")
-  f:close()
-  return (tonumber(s:match("VmHWM:%s*(%d+)")) or 0) / 1024
-end
+local T = dofile(here .. "/timing.lua")
+local now_ms, median_ms, median, peak_mb = T.now_ms, T.median_ms, T.median, T.peak_mb
 
 tide.manual_seed(0)
 local model = MVAE({
