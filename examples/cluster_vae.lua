@@ -26,22 +26,7 @@ local metrics = require("tide.metrics")
 local CVAE = require("tide.models.cluster_vae")
 local VaDE = require("tide.models.vade")
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local o = parse(arg or {}, {dataset = "mnist", split = "test", seed = 1, epochs = 100, lr = 1e-3, batch = 100,
                             kind = "mlp", hidden = "500,500,2000", width = 32, z_dim = 10, k = 10, cls_hidden = 256,

@@ -28,24 +28,7 @@ local tide = require("tide")
 local metrics = require("tide.metrics")
 local now = require("tide.data.sys").now
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i] .. " (see the top of examples/cmvae.lua)", 0) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      local v = argv[i]
-      if v == nil then error("flag --" .. key .. " needs a value", 0) end
-      o[key] = type(o[key]) == "number" and assert(tonumber(v), "--" .. key .. ": not a number: " .. v) or v
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local DEFAULTS = {model = "cmvae", dataset = "polymnist", arch = "light", epochs = 25, budget = 0, clusters = 40, zdim = 32, wdim = 32,
                   beta = 2.5, hidden = 256, lr = 1e-3, batch = 128, samples = 1, objective = "elbo",
@@ -56,7 +39,7 @@ local M = {}
 
 -- Everything as a function, so examples/main.lua can run it with its flags.
 function M.run(argv, overrides)
-  local o = parse(argv or {}, DEFAULTS)
+  local o = parse(argv, DEFAULTS, "examples/cmvae.lua")
   for k, v in pairs(overrides or {}) do if o[k] == DEFAULTS[k] then o[k] = v end end
   if o.threads > 0 then tide.set_num_threads(o.threads) end
   if o.dataset ~= "polymnist" and o.dataset ~= "mnist_fashion" then

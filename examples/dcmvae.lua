@@ -60,24 +60,7 @@ local tide = require("tide")
 local DC = require("tide.models.dcmvae")
 local Clf = require("tide.classifier")
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      if argv[i] == nil then error("flag --" .. key .. " needs a value") end
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-      if o[key] == nil then error("flag --" .. key .. " needs a number, got " .. argv[i]) end
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local o = parse(arg or {}, {dataset = "polymnist", modality = 1, src = "mix", minutes = 20, steps = 0, batch = 32,
                             lr = 1e-3, warmup = 100, ema = 0.995, base = 16, mults = "1,2", T = 1000, ddim = 50,

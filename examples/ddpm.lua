@@ -21,22 +21,7 @@
 local tide = require("tide")
 local DC = require("tide.models.dcmvae")
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local o = parse(arg or {}, {dataset = "mnist", modality = 1, minutes = 30, steps = 0, batch = 64, lr = 1e-3,
                             warmup = 200, ema = 0.999, base = 32, mults = "1,2", T = 1000, schedule = "linear",

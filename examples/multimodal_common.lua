@@ -22,22 +22,7 @@ local MM = require("tide.models.multimodal")
 local E = {}
 
 -- --flag value / --bool flags over defaults (unknown flags are errors)
-function E.parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-    end
-    i = i + 1
-  end
-  return o
-end
+E.parse = require("tide.cli").parse
 
 -- The flags every example takes (each script overrides some defaults).
 function E.defaults(over)

@@ -21,22 +21,7 @@ local tide = require("tide")
 local C = require("tide.classifier")
 local text = require("tide.models.text")
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local o = parse(arg or {}, {which = "all", epochs = 0, batch = 128, lr = 1e-3, seed = 1,
                             out = "out/classifiers", threads = 0, quick = false})

@@ -20,22 +20,7 @@ local tide = require("tide")
 local metrics = require("tide.metrics")
 local VQVAE = require("tide.models.vqvae")
 
-local function parse(argv, defaults)
-  local o = {}
-  for k, v in pairs(defaults) do o[k] = v end
-  local i = 1
-  while i <= #argv do
-    local key = argv[i]:match("^%-%-([%w_]+)$")
-    if not key or o[key] == nil then error("unknown flag " .. argv[i]) end
-    if type(o[key]) == "boolean" then o[key] = true
-    else
-      i = i + 1
-      o[key] = type(o[key]) == "number" and tonumber(argv[i]) or argv[i]
-    end
-    i = i + 1
-  end
-  return o
-end
+local parse = require("tide.cli").parse
 
 local o = parse(arg or {}, {epochs = 5, seed = 1, codes = 128, dim = 16, width = 32, beta = 0.25, ema = false,
                             decay = 0.99, init = "data", restart = false, likelihood = "gaussian", batch = 128, lr = 1e-3, dir = "out/vqvae",
