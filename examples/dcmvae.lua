@@ -82,13 +82,7 @@ end
 local mults = {}
 for v in o.mults:gmatch("%d+") do mults[#mults + 1] = tonumber(v) end
 
-local ffi = require("ffi")
-pcall(ffi.cdef, "int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")
-local ts = ffi.new("struct timespec_")
-local function now()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-end
+local now = require("tide.data.sys").now
 local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() end
@@ -168,33 +162,14 @@ else
         o.mults, model:num_parameters()))
 end
 io.stdout:flush()
-local opt = tide.optim.Adam(model, {lr = o.lr})
 
-local t0, step, avg = now(), 0, nil
-model:ema_update(o.ema)
-while o.load == "" do
-  if o.steps > 0 and step >= o.steps then break end
-  if o.steps == 0 and now() - t0 >= o.minutes * 60 then break end
-  step = step + 1
-  local idx = tide.randperm(N):narrow(1, 1, o.batch)
-  local xs = stacked(train, idx)
-  opt:set_lr(o.lr * math.min(1, step / o.warmup))
-  opt:zero_grad()
-  local loss = model:loss(xs[o.modality], {batch = xs})
-  loss:backward()
-  opt:clip_grad_norm(1)
-  opt:step()
-  model:ema_update(o.ema)
-  local l = loss:item()
-  avg = avg and 0.98 * avg + 0.02 * l or l
-  if step % 50 == 0 then
-    print(("step %d  loss %.4f  %.1f s"):format(step, avg, now() - t0))
-    io.stdout:flush()
-  end
-end
-local train_s = now() - t0
+local step, train_s, avg = 0, 0, nil
 local ckpt = o.load
 if o.load == "" then
+  step, train_s, avg = model:fit(function()
+    local xs = stacked(train, tide.randperm(N):narrow(1, 1, o.batch))
+    return model:loss(xs[o.modality], {batch = xs})
+  end, o)
   os.execute("mkdir -p " .. o.dir)
   ckpt = o.dir .. "/dcmvae_ema.safetensors"
   model:with_ema(function() model:save(ckpt, {metadata = {dataset = name, cond = cond_name, cmvae = o.cmvae}}) end)

@@ -39,13 +39,7 @@ if o.threads > 0 then tide.set_num_threads(o.threads) end
 local mults = {}
 for v in o.mults:gmatch("%d+") do mults[#mults + 1] = tonumber(v) end
 
-local ffi = require("ffi")
-pcall(ffi.cdef, "int clock_gettime(int clk, struct timespec_ *ts); struct timespec_ { int64_t sec, nsec; };")
-local ts = ffi.new("struct timespec_")
-local function now()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-end
+local now = require("tide.data.sys").now
 
 -- training images [N,C,28,28] in [0,1]
 local X, name
@@ -61,36 +55,15 @@ local N, C = X:size(1), X:size(2)
 tide.manual_seed(o.seed)
 -- the unconditional DDPM of tide.models.dcmvae: the same UNet and chain, saved with its config
 local model = DC{channels = C, conditional = false, base = o.base, mults = mults, T = o.T, schedule = o.schedule}
-local opt = tide.optim.Adam(model, {lr = o.lr})
 print(("DDPM on %s: %d images %dx%dx%d, UNet base %d mults %s, %d parameters, T=%d %s"):format(name, N, C,
       X:size(3), X:size(4), o.base, o.mults, model:num_parameters(), o.T, o.schedule))
 io.stdout:flush()
 
 -- training: uniform batches, lr warm-up, EMA after every step
-local t0, step, avg = now(), 0, nil
-local budget = o.minutes * 60
-model:ema_update(o.ema)
-while true do
-  if o.steps > 0 and step >= o.steps then break end
-  if o.steps == 0 and now() - t0 >= budget then break end
-  step = step + 1
+local step, train_s, avg = model:fit(function()
   local idx = tide.randperm(N):narrow(1, 1, o.batch)
-  local x = X:index_select(1, idx)                  -- [0,1]: loss() scales to [-1,1]
-  opt:set_lr(o.lr * math.min(1, step / o.warmup))
-  opt:zero_grad()
-  local loss = model:loss(x)
-  loss:backward()
-  opt:clip_grad_norm(1)
-  opt:step()
-  model:ema_update(o.ema)
-  local l = loss:item()
-  avg = avg and 0.98 * avg + 0.02 * l or l
-  if step % 50 == 0 then
-    print(("step %d  loss %.4f  %.1f s"):format(step, avg, now() - t0))
-    io.stdout:flush()
-  end
-end
-local train_s = now() - t0
+  return model:loss(X:index_select(1, idx))   -- [0,1]: loss() scales to [-1,1]
+end, o)
 os.execute("mkdir -p " .. o.dir)
 local ckpt = o.dir .. "/ddpm_ema.safetensors"
 model:with_ema(function() model:save(ckpt, {metadata = {dataset = name}}) end)

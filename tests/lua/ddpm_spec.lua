@@ -1,6 +1,6 @@
 -- tide.models.ddpm: the schedules, q(x_t|x_0) in closed form, the posterior
 -- coefficients against hand values, the loss on a fixed case, ancestral and
--- DDIM sampling (eta = 0 deterministic), the EMA.
+-- DDIM sampling (eta = 0 deterministic), the EMA, the training loop.
 local tide = require("tide")
 local DDPM = require("tide.models.ddpm")
 local nn = tide.nn
@@ -146,6 +146,23 @@ describe("DDPM EMA", function()
     local inside = m:with_ema(function() return m.net.w:item() end)
     close(inside, 1.05, 1e-6, "EMA weights inside")
     close(m.net.w:item(), 1.5, 1e-7, "weights restored")
+  end)
+
+  it("fit takes o.steps Adam steps on loss_of(step), with the EMA behind the weights", function()
+    local m = DDPM{net = Lin()}
+    local seen = {}
+    -- loss (w - 2)^2: Adam moves w from 0.5 towards 2 by about lr a step
+    local steps, secs, avg = m:fit(function(step)
+      seen[#seen + 1] = step
+      return (m.net.w - 2):square():sum()
+    end, {steps = 4, minutes = 0, lr = 0.1, warmup = 1, ema = 0.5})
+    assert.same({1, 2, 3, 4}, seen)
+    assert.equals(4, steps)
+    assert.is_true(secs >= 0 and avg > 0)
+    local w = m.net.w:item()
+    assert.is_true(w > 0.8 and w < 1.0, "w after 4 steps: " .. w)
+    local e = m:ema_buffer():item()
+    assert.is_true(e > 0.5 and e < w, "ema " .. e .. " lags w " .. w)
   end)
 end)
 

@@ -180,6 +180,37 @@ function DDPM:ema_update(decay)
   flat:sgd_step(flat, self._ema, 0, decay, decay, 0, false, 2)
 end
 
+-- Trains with Adam (lr warmed up linearly over o.warmup steps, gradient
+-- norm clipped at 1, the EMA updated after each step at o.ema) for o.steps
+-- steps or, when o.steps is 0, o.minutes of wall time. loss_of(step) returns
+-- the 0-d loss of a fresh batch. Prints the smoothed loss every 50 steps.
+-- -> steps done, seconds, smoothed loss (nil when no step ran).
+function DDPM:fit(loss_of, o)
+  local now = require("tide.data.sys").now
+  local opt = tide.optim.Adam(self, {lr = o.lr})
+  local t0, step, avg = now(), 0, nil
+  self:ema_update(o.ema)
+  while true do
+    if o.steps > 0 and step >= o.steps then break end
+    if o.steps == 0 and now() - t0 >= o.minutes * 60 then break end
+    step = step + 1
+    opt:set_lr(o.lr * math.min(1, step / o.warmup))
+    opt:zero_grad()
+    local loss = loss_of(step)
+    loss:backward()
+    opt:clip_grad_norm(1)
+    opt:step()
+    self:ema_update(o.ema)
+    local l = loss:item()
+    avg = avg and 0.98 * avg + 0.02 * l or l
+    if step % 50 == 0 then
+      print(("step %d  loss %.4f  %.1f s"):format(step, avg, now() - t0))
+      io.stdout:flush()
+    end
+  end
+  return step, now() - t0, avg
+end
+
 function DDPM:ema_buffer() return self._ema end
 
 function DDPM:set_ema_buffer(t)
