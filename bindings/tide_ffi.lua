@@ -113,17 +113,22 @@ local function open(path)
   return lib, path
 end
 
--- OpenMP workers that spin between parallel regions take the CPU from the
--- interpreter's thread on small machines (a CMVAE training step on 2 threads
--- here: 398 ms spinning, 169 ms with sleeping workers; bench/README.md), so
--- unless the user set OMP_WAIT_POLICY, workers sleep. libgomp reads it when
--- it loads, with libtide, so this runs first.
-local function passive_openmp_workers()
+-- How long OpenMP workers spin before they sleep between parallel regions.
+-- libgomp's default (~3 ms) takes the CPU from the interpreter's thread on
+-- small machines (a CMVAE step on 2 threads here: 398 ms, slower than one
+-- thread), sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up
+-- per region (an MVAE step: ~85 context switches); ~50 us of spinning
+-- (GOMP_SPINCOUNT=5000) keeps the workers awake through a step's
+-- back-to-back regions only (bench/README.md, "Threads"). Unless the user set
+-- either variable; libgomp reads them when it loads, with libtide, so this
+-- runs first.
+local function short_spin_openmp_workers()
   pcall(function()
+    if os.getenv("OMP_WAIT_POLICY") or os.getenv("GOMP_SPINCOUNT") then return end
     if not pcall(function() return ffi.C.setenv end) then
       ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
     end
-    ffi.C.setenv("OMP_WAIT_POLICY", "PASSIVE", 0)
+    ffi.C.setenv("GOMP_SPINCOUNT", "5000", 0)
   end)
 end
 
@@ -131,7 +136,7 @@ end
 -- program); else a build*/ directory of the source tree holding this file;
 -- else lib/ of an installed prefix; else the system linker.
 local function load_library()
-  passive_openmp_workers()
+  short_spin_openmp_workers()
   local env = os.getenv("TIDE_LIB")
   if env and env ~= "" then return open(env) end
   if pcall(function() return ffi.C.td_last_error end) then return ffi.C, "(this process)" end

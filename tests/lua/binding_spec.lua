@@ -87,4 +87,20 @@ describe("binding", function()
     assert.matches("generated from the C declaration: int64_t td_mem_peak%(%)", d5)
     assert.is_nil(d1:find("\n"))
   end)
+
+  it("sets a short OpenMP spin (GOMP_SPINCOUNT=5000) unless the user chose a wait policy", function()
+    -- in a child process: libgomp reads the variables once, when it loads
+    local function child_env(prefix)
+      local cmd = ("env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY %s LUA_PATH=%q luajit -e %q 2>&1"):format(
+        prefix, package.path,
+        "require('tide'); io.write(tostring(os.getenv('GOMP_SPINCOUNT')), ' ', tostring(os.getenv('OMP_WAIT_POLICY')))")
+      local p = assert(io.popen(cmd))
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+    assert.equal("5000 nil", child_env(""))
+    assert.equal("nil PASSIVE", child_env("OMP_WAIT_POLICY=PASSIVE"))
+    assert.equal("100 nil", child_env("GOMP_SPINCOUNT=100"))
+  end)
 end)
