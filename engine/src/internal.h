@@ -107,7 +107,7 @@ td_tensor *td_alias(td_tensor *out);
 /* Adds g into the gradient of node input i (reducing broadcast dims);
  * g is borrowed. */
 int td_accumulate(td_node *n, int i, td_tensor *g);
-/* Where a backward may write input i's gradient itself (ops/matmul.c): the
+/* Where a backward may write input i's gradient itself (GEMM with beta): the
  * leaf's own .grad (*beta = 1, or 0 when new; *direct = true), else a new
  * tensor for td_accumulate (*beta = 0, *direct = false). New reference. */
 td_tensor *td_grad_dest(td_node *n, int i, float *beta, bool *direct);

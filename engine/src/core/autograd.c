@@ -161,6 +161,25 @@ int td_accumulate(td_node *n, int i, td_tensor *g) {
     return rc;
 }
 
+td_tensor *td_grad_dest(td_node *n, int i, float *beta, bool *direct) {
+    td_tensor *t = n->in[i];
+    *beta = 0.0f;
+    *direct = false;
+    if (!t->node && t->grad && td_is_contiguous(t->grad) && td_same_shape(t->grad, t)) {
+        *beta = 1.0f;
+        *direct = true;
+        td_retain(t->grad);
+        return t->grad;
+    }
+    td_tensor *g = td_new(t->ndim, t->shape);
+    if (g && !t->node && !t->grad) {
+        *direct = true;
+        td_retain(g);
+        t->grad = g;
+    }
+    return g;
+}
+
 /* Post-order of the graph below root (iterative DFS). */
 static td_node **topo_order(td_node *root, int64_t pass, int64_t *count) {
     int64_t cap = 256, n = 0, sp = 0, scap = 256;

@@ -162,25 +162,6 @@ static td_tensor *dense(td_tensor *t) {
     return c;
 }
 
-td_tensor *td_grad_dest(td_node *n, int i, float *beta, bool *direct) {
-    td_tensor *t = n->in[i];
-    *beta = 0.0f;
-    *direct = false;
-    if (!t->node && t->grad && td_is_contiguous(t->grad) && td_same_shape(t->grad, t)) {
-        *beta = 1.0f;
-        *direct = true;
-        td_retain(t->grad);
-        return t->grad;
-    }
-    td_tensor *g = td_new(t->ndim, t->shape);
-    if (g && !t->node && !t->grad) {
-        *direct = true;
-        td_retain(g);
-        t->grad = g;
-    }
-    return g;
-}
-
 /* Hands a gradient from td_grad_dest on: accumulated unless written in place. */
 static int grad_done(td_node *n, int i, td_tensor *g, bool direct) {
     int rc = direct ? 0 : td_accumulate(n, i, g);
