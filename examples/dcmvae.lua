@@ -28,7 +28,9 @@
 --   default is missing), the Fréchet distance of its features between the
 --   first half of the test images and each sample set (fid_real: the second
 --   half, as many images as the sample sets: the floor), and label_keep (the
---   classifier's label of a refined image = that of its CMVAE source). From
+--   classifier's label of a refined image = that of its CMVAE source;
+--   label_keep_confident: the same over the sources the classifier gives
+--   probability >= 0.9, confident_frac of them). From
 --   CMVAE itself, the cluster of an image (argmax q(c|z) at the mean of
 --   q(z|x_m)) against the cluster it was drawn from: cluster_keep_cmvae (the
 --   CMVAE samples), cluster_keep_dcmvae (their refinements). Timing per image:
@@ -52,7 +54,7 @@
 -- chain); ddpm_ms_per_image always the full ancestral chain of T steps.
 -- Prints one line at the end:
 --   RESULT model=dcmvae dataset=... cond=... k=... fid_real=... fid_cmvae=... fid_dcmvae=... fid_ddpm=...
---          label_keep=... cluster_keep_cmvae=... cluster_keep_dcmvae=... ddim_ms_per_image=...
+--          label_keep=... label_keep_confident=... confident_frac=... cluster_keep_cmvae=... cluster_keep_dcmvae=... ddim_ms_per_image=...
 --          ddpm_ms_per_image=... train_s=... steps=... params=... (na: not measured in this run)
 -- (mse_*: the mean squared error to the true test images of the conditioning
 -- and of its refinement, [0,1] scale).
@@ -267,10 +269,11 @@ if o.img ~= "" then
 end
 
 print(("RESULT model=dcmvae dataset=%s cond=%s cmvae=%s k=%d per_cluster=%d n_gen=%d fid_real=%s fid_cmvae=%s " ..
-       "fid_dcmvae=%s fid_ddpm=%s label_keep=%s cluster_keep_cmvae=%s cluster_keep_dcmvae=%s ddim_steps=%d from=%g " ..
+       "fid_dcmvae=%s fid_ddpm=%s label_keep=%s label_keep_confident=%s confident_frac=%s cluster_keep_cmvae=%s cluster_keep_dcmvae=%s ddim_steps=%d from=%g " ..
        "ddim_ms_per_image=%.1f ddpm_ms_per_image=%s uncond_ddim_ms_per_image=%s train_s=%.0f steps=%d batch=%d " ..
        "params=%d loss=%.4f mse_vae=%.4f mse_refined=%.4f clf=%s ckpt=%s"):format(name, cond_name, o.cmvae, K, per, n_gen,
        fmt(fid.real), fmt(fid.cmvae), fmt(fid.dcmvae), fmt(fid.ddpm), fmt(keep.label_keep),
+       fmt(keep.label_keep_confident), fmt(keep.confident_frac),
        fmt(keep.cluster_keep_cmvae), fmt(keep.cluster_keep_dcmvae), o.ddim, o.from, ddim_ms,
        anc_ms and ("%.1f"):format(anc_ms) or "na", uncond_ms and ("%.1f"):format(uncond_ms) or "na", train_s, step,
        o.batch, model:num_parameters(), avg or 0, mse_vae, mse_ref, clf_path or "na", ckpt))

@@ -101,6 +101,14 @@ function C.predict(clf, x, opts)
   return batched(x:size(1), batch, function(s, b) return clf:predict(x:narrow(1, s, b)) end)
 end
 
+-- class probabilities [N, classes] (softmax of the logits), in batches
+function C.probs(clf, x, opts)
+  local batch = (opts and opts.batch) or 500
+  return tide.no_grad(function()
+    return batched(x:size(1), batch, function(s, b) return clf:forward(x:narrow(1, s, b)):softmax(2) end)
+  end)
+end
+
 function C.accuracy(clf, x, y, opts)
   clf:eval()
   return C.predict(clf, x, opts):eq(y:reshape(-1)):mean():item()

@@ -161,7 +161,8 @@ describe("D-CMVAE evaluation pieces", function()
 
   it("content_keep: label and cluster agreement rates from known inputs", function()
     local cm = standin()
-    local clf = {predict = function(_, x) return x:argmax(2) end}   -- label: the larger coordinate
+    -- label: the larger coordinate; the rows are the logits
+    local clf = {predict = function(_, x) return x:argmax(2) end, forward = function(_, x) return x end}
     local refined = tide.tensor({{3.5, 0.2}, {-3, 1}, {4, 0.5}, {4, -1}})
     local drawn = tide.tensor({0, 1, 2, 1})       -- the clusters the sources came from
     local r = DC.content_keep{source = X, refined = refined, clusters = drawn, cmvae = cm, m = 2, clf = clf}
@@ -171,6 +172,14 @@ describe("D-CMVAE evaluation pieces", function()
     -- labels: sources 0,1,1,0; refined 0,1,0,0
     assert.near(0.75, r.label_keep, 1e-6)
     assert.same({0, 1, 0, 0}, r.clusters_refined:to_table())
+    -- max softmax of the sources: sigmoid(3.3) = 0.964, sigmoid(4) = 0.982,
+    -- sigmoid(4.5) = 0.989, sigmoid(5) = 0.993: above 0.975 the last three,
+    -- whose labels are kept, changed, kept
+    local sure = DC.content_keep{source = X, refined = refined, clusters = drawn, cmvae = cm, m = 2, clf = clf,
+                                 confident = 0.975}
+    assert.near(0.75, sure.confident_frac, 1e-6)
+    assert.near(2 / 3, sure.label_keep_confident, 1e-6)
+    assert.near(1, r.confident_frac, 1e-6)
     assert.is_nil(DC.content_keep{source = X, refined = X, clusters = drawn, cmvae = cm, m = 1}.label_keep)
     assert.has_error(function() DC.agreement(tide.zeros(3), tide.zeros(4)) end)
   end)

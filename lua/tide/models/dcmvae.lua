@@ -288,16 +288,24 @@ end
 -- How much of its source a refinement keeps. o: source (CMVAE samples
 -- [N,C,H,W] of modality m), refined (their refinements), clusters ([N] the
 -- cluster each source was drawn from), cmvae, m, clf (optional, a
--- tide.classifier of modality m). -> {label_keep (clf's label of refined =
--- that of source; nil without clf), cluster_keep_cmvae (cluster of source =
--- its cluster), cluster_keep_dcmvae (cluster of refined = its source's cluster),
--- labels_source, labels_refined, clusters_source, clusters_refined}.
+-- tide.classifier of modality m), confident (0.9). -> {label_keep (clf's
+-- label of refined = that of source; nil without clf), label_keep_confident
+-- and confident_frac (the same rate over the sources the classifier gives
+-- probability >= confident, and their share: a blurred blend of two digits
+-- has no label to keep), cluster_keep_cmvae (cluster of source = its
+-- cluster), cluster_keep_dcmvae (cluster of refined = its source's
+-- cluster), labels_source, labels_refined, clusters_source, clusters_refined}.
 function DC.content_keep(o)
   local r = {}
   if o.clf then
     local C = require("tide.classifier")
-    r.labels_source, r.labels_refined = C.predict(o.clf, o.source), C.predict(o.clf, o.refined)
+    local p = C.probs(o.clf, o.source)
+    r.labels_source, r.labels_refined = p:argmax(2), C.predict(o.clf, o.refined)
     r.label_keep = DC.agreement(r.labels_refined, r.labels_source)
+    local sure = p:max(2):ge(o.confident or 0.9)
+    local n_sure = sure:sum():item()
+    r.confident_frac = n_sure / sure.numel
+    r.label_keep_confident = n_sure > 0 and (r.labels_refined:eq(r.labels_source) * sure):sum():item() / n_sure or nil
   end
   r.clusters_source = DC.cmvae_cluster_of(o.cmvae, o.m, o.source)
   r.clusters_refined = DC.cmvae_cluster_of(o.cmvae, o.m, o.refined)
