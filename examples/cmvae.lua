@@ -17,7 +17,9 @@
 -- --resume (continue from the newest checkpoint in <out>/ckpt; without it an old one there is
 -- replaced), --quick (1 epoch on 1,024 tuples),
 -- --eval_every 1 (epochs between test ACC/NMI in the log; 0 = never),
--- --init_epoch 0 (after that epoch, k-means on the z means places the clusters; 0 = never),
+-- --init_epoch 0 (after that epoch, k-means on the z means places the clusters; a list "2,40" does it
+-- again after each: the shared z learns the digit over tens of epochs, clusters placed early stay
+-- where its first structure was; 0 = never),
 -- --warmup 0 (epochs over which beta rises linearly from 0 to --beta; 0 = none),
 -- --likelihood laplace|normal, --lik_scale 0.75 (its scale / standard deviation).
 -- --dataset polymnist|mnist_fashion (MNIST x Fashion-MNIST pairs of the same class: the
@@ -33,7 +35,7 @@ local parse = require("tide.cli").parse
 local DEFAULTS = {model = "cmvae", dataset = "polymnist", arch = "light", epochs = 25, budget = 0, clusters = 40, zdim = 32, wdim = 32,
                   beta = 2.5, hidden = 256, lr = 1e-3, batch = 128, samples = 1, objective = "elbo",
                   prior = "laplace", learn_scales = false, seed = 1, threads = 2, out = "runs/cmvae", resume = false,
-                  quick = false, eval_every = 1, clip = 0, init_epoch = 0, warmup = 0, likelihood = "laplace", lik_scale = 0.75}
+                  quick = false, eval_every = 1, clip = 0, init_epoch = "0", warmup = 0, likelihood = "laplace", lik_scale = 0.75}
 
 local M = {}
 
@@ -103,6 +105,8 @@ function M.run(argv, overrides)
     r.km_acc = metrics.acc(test_ds:labels(), tide.cluster.kmeans(z, 10, {n_init = 2, seed = o.seed}).labels)
     return r
   end
+  local init_after = {}
+  for e in tostring(o.init_epoch):gmatch("%d+") do init_after[tonumber(e)] = true end
   local hist = tide.train.fit{
     model = model, optimizer = opt, loader = loader, epochs = o.epochs, step = step, backward = false,
     seed = o.seed, log = o.out .. "/log.csv", dir = o.out .. "/ckpt", resume = o.resume, overwrite = not o.resume,
@@ -110,7 +114,7 @@ function M.run(argv, overrides)
       if o.budget > 0 and now() - t_train > o.budget then ctx.stop("time budget") end
     end,
     on_epoch_end = function(e)
-      if o.model == "cmvae" and e == o.init_epoch then model:init_clusters(train_ds, {seed = o.seed}) end
+      if o.model == "cmvae" and init_after[e] then model:init_clusters(train_ds, {seed = o.seed}) end
       if o.eval_every > 0 and (e % o.eval_every == 0 or e == o.epochs) then return eval_test() end
     end,
   }
