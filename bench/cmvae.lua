@@ -2,7 +2,7 @@
 -- model in PyTorch): one CMVAE training step (forward, backward, Adam with
 -- amsgrad) on PolyMNIST-shaped inputs, 5 modalities, batch 128, 40 clusters,
 -- z and w of 32 dims, ELBO (one sample), 2 threads.
---   TIDE_LIB=build/libtide.so luajit bench/cmvae.lua light|paper [steps]
+--   TIDE_LIB=build/libtide.so luajit bench/cmvae.lua light|light_conv|paper [steps]
 -- Prints tide_ms=<median> tide_fwd_ms= tide_bwd_ms= tide_opt_ms= (medians of
 -- the three phases) tide_params= tide_peak_mb=. Timing as bench/bench.h
 -- (~0.2 s of warm-up, at least 3 runs, then 11 to 301 runs in ~1.5 s), except

@@ -6,6 +6,8 @@ sample, the same architectures and objective as lua/tide/models/cmvae.lua:
   light  per modality an MLP encoder 2352-256-256 -> heads (z and w) and an
          MLP decoder 64-256-256-2352, all modalities in one batched matmul
          per layer (torch.baddbmm)
+  light_conv  light with a conv front end per modality (conv4x4/2 3->32,
+         conv4x4/2 32->64, leaky ReLU, then 3136-256 -> heads): the main job's
   paper  the authors' PolyMNIST architecture (see polymnist_nets.lua):
          per modality two residual conv encoder branches and a residual
          conv decoder, leaky ReLU 0.2, 0.1-scaled residuals
@@ -20,7 +22,7 @@ ref_peak_mb= (bench/run starts it with the OpenMP OpenBLAS on
 LD_LIBRARY_PATH; 2 threads are set here). Timing as torch_bench.median_ms,
 except for steps over 2 s: one warm-up run, then 3 timed runs.
 
-    cmvae_torch.py light|paper [steps]   (with steps: print the loss, no timing)
+    cmvae_torch.py light|light_conv|paper [steps]   (with steps: print the loss, no timing)
 """
 import math
 import os
@@ -63,6 +65,21 @@ class LightEncoder(nn.Module):
     def forward(self, x):
         h = F.leaky_relu(self.l1(x.reshape(M, -1, P)), 0.2)
         o = self.head(F.leaky_relu(self.l2(h), 0.2))
+        return (o[..., :ZD], positive(o[..., ZD:2 * ZD]), o[..., 2 * ZD:2 * ZD + WD], positive(o[..., 2 * ZD + WD:]))
+
+
+class LightConvEncoder(nn.Module):
+    """light_conv: per modality conv4x4/2 3->32, conv4x4/2 32->64 (leaky ReLU), then the grouped trunk."""
+
+    def __init__(self, h=256):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Sequential(nn.Conv2d(3, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                                                 nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2)) for _ in range(M))
+        self.l1, self.head = Grouped(M, 64 * 7 * 7, h), Grouped(M, h, 2 * (ZD + WD))
+
+    def forward(self, x):
+        hs = torch.stack([conv(x[m].reshape(-1, *SHAPE)).reshape(x.shape[1], -1) for m, conv in enumerate(self.convs)])
+        o = self.head(F.leaky_relu(self.l1(hs), 0.2))
         return (o[..., :ZD], positive(o[..., ZD:2 * ZD]), o[..., 2 * ZD:2 * ZD + WD], positive(o[..., 2 * ZD + WD:]))
 
 
@@ -159,6 +176,8 @@ class CMVAE(nn.Module):
         self.register_buffer("cluster_log_scales", torch.zeros(C, ZD))
         if arch == "paper":
             self.enc, self.dec = PaperEncoder(), PaperDecoder()
+        elif arch == "light_conv":
+            self.enc, self.dec = LightConvEncoder(), LightDecoder()
         else:
             self.enc, self.dec = LightEncoder(), LightDecoder()
         self.register_buffer("eye", torch.eye(M).reshape(M, 1, M, 1, 1).bool())

