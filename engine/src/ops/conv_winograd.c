@@ -238,52 +238,52 @@ static void grad2(const float *gout, float *Gh, int64_t ld, int64_t col0, int64_
     }
 }
 
-/* U[xi] = G k G^T for every kernel k of w [co, ci, 3, 3]: U [16, co, ci];
- * rotated: k = w[o][c] turned by 180 degrees, stored as U [16, ci, co]
+/* The kernel transforms G [n, 3] of F(2x2, 3x3) (n = 4) and F(4x4, 3x3) (n = 6). */
+static const float G2[4][3] = {{1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0.0f, 0.0f, 1.0f}};
+static const float G4[6][3] = {{1.0f / 4, 0.0f, 0.0f},          {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                               {-1.0f / 6, 1.0f / 6, -1.0f / 6}, {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                               {1.0f / 24, -1.0f / 12, 1.0f / 6}, {0.0f, 0.0f, 1.0f}};
+
+/* U[xi] = G k G^T (n x n) for every kernel k of w [co, ci, 3, 3]: U [n*n, co, ci];
+ * rotated: k = w[o][c] turned by 180 degrees, stored as U [n*n, ci, co]
  * (the weights of the input gradient). */
-static void weights2(const float *w, float *U, int64_t co, int64_t ci, bool rotated) {
-    #pragma omp parallel for if (co * ci * 16 > TD_PAR_MIN)
+static void kernel_transforms(const float *w, float *U, int64_t co, int64_t ci, bool rotated, const float (*G)[3],
+                              int n) {
+    #pragma omp parallel for if (co * ci * n * n > TD_PAR_MIN)
     for (int64_t o = 0; o < co; o++)
         for (int64_t c = 0; c < ci; c++) {
             const float *k = w + (o * ci + c) * 9;
-            float g[3][3], t[4][3];
+            float g[3][3], t[6][3];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) g[i][j] = rotated ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[0][j];
-                t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-                t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-                t[3][j] = g[2][j];
-            }
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
             float *u = U + (rotated ? c * co + o : o * ci + c);
             int64_t cs = co * ci;
-            for (int i = 0; i < 4; i++) {
-                u[(4 * i + 0) * cs] = t[i][0];
-                u[(4 * i + 1) * cs] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[(4 * i + 2) * cs] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[(4 * i + 3) * cs] = t[i][2];
-            }
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++)
+                    u[(n * i + j) * cs] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
         }
 }
 
-/* dw [co, ci, 3, 3] = beta dw + G^T z G for the 4x4 sums z in Z [16, co, ci]. */
-static void weight_grad2(const float *Z, float *dw, int64_t co, int64_t ci, float beta) {
+/* dw [co, ci, 3, 3] = beta dw + G^T z G for the n x n sums z in Z [n*n, co, ci]. */
+static void weight_grads(const float *Z, float *dw, int64_t co, int64_t ci, float beta, const float (*G)[3], int n) {
     int64_t cs = co * ci;
-    #pragma omp parallel for if (cs * 16 > TD_PAR_MIN)
+    #pragma omp parallel for if (cs * n * n > TD_PAR_MIN)
     for (int64_t k = 0; k < cs; k++) {
-        float t[3][4];
-        for (int j = 0; j < 4; j++) {
-            float z0 = Z[j * cs + k], z1 = Z[(4 + j) * cs + k], z2 = Z[(8 + j) * cs + k], z3 = Z[(12 + j) * cs + k];
-            t[0][j] = z0 + 0.5f * (z1 + z2);
-            t[1][j] = 0.5f * (z1 - z2);
-            t[2][j] = 0.5f * (z1 + z2) + z3;
-        }
+        float t[3][6] = {{0}}; /* t = G^T z */
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                float z = Z[(n * a + b) * cs + k];
+                for (int i = 0; i < 3; i++) t[i][b] += G[a][i] * z;
+            }
         float *d = dw + k * 9;
-        for (int i = 0; i < 3; i++) {
-            float r[3] = {t[i][0] + 0.5f * (t[i][1] + t[i][2]), 0.5f * (t[i][1] - t[i][2]),
-                          0.5f * (t[i][1] + t[i][2]) + t[i][3]};
-            for (int j = 0; j < 3; j++) d[i * 3 + j] = (beta == 0.0f ? 0.0f : d[i * 3 + j]) + r[j];
-        }
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                float r = 0.0f;
+                for (int b = 0; b < n; b++) r += t[i][b] * G[b][j];
+                d[i * 3 + j] = (beta == 0.0f ? 0.0f : d[i * 3 + j]) + r;
+            }
     }
 }
 
@@ -425,59 +425,6 @@ static void grad4(const float *gout, float *Gh, int64_t ld, int64_t col0, int64_
     }
 }
 
-/* U[xi] = G k G^T (6x6) for every kernel k: as weights2. */
-static void weights4(const float *w, float *U, int64_t co, int64_t ci, bool rotated) {
-    #pragma omp parallel for if (co * ci * 36 > TD_PAR_MIN)
-    for (int64_t o = 0; o < co; o++)
-        for (int64_t c = 0; c < ci; c++) {
-            const float *k = w + (o * ci + c) * 9;
-            float g[3][3], t[6][3];
-            for (int i = 0; i < 3; i++)
-                for (int j = 0; j < 3; j++) g[i][j] = rotated ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[0][j] / 4.0f;
-                t[1][j] = -(g[0][j] + g[1][j] + g[2][j]) / 6.0f;
-                t[2][j] = -(g[0][j] - g[1][j] + g[2][j]) / 6.0f;
-                t[3][j] = g[0][j] / 24.0f + g[1][j] / 12.0f + g[2][j] / 6.0f;
-                t[4][j] = g[0][j] / 24.0f - g[1][j] / 12.0f + g[2][j] / 6.0f;
-                t[5][j] = g[2][j];
-            }
-            float *u = U + (rotated ? c * co + o : o * ci + c);
-            int64_t cs = co * ci;
-            for (int i = 0; i < 6; i++) {
-                u[(6 * i + 0) * cs] = t[i][0] / 4.0f;
-                u[(6 * i + 1) * cs] = -(t[i][0] + t[i][1] + t[i][2]) / 6.0f;
-                u[(6 * i + 2) * cs] = -(t[i][0] - t[i][1] + t[i][2]) / 6.0f;
-                u[(6 * i + 3) * cs] = t[i][0] / 24.0f + t[i][1] / 12.0f + t[i][2] / 6.0f;
-                u[(6 * i + 4) * cs] = t[i][0] / 24.0f - t[i][1] / 12.0f + t[i][2] / 6.0f;
-                u[(6 * i + 5) * cs] = t[i][2];
-            }
-        }
-}
-
-/* r[3] = G^T z for the 6 values z[k * s]. */
-static void gt6(const float *z, int64_t s, float *r) {
-    float z0 = z[0], z1 = z[s], z2 = z[2 * s], z3 = z[3 * s], z4 = z[4 * s], z5 = z[5 * s];
-    r[0] = z0 / 4.0f - (z1 + z2) / 6.0f + (z3 + z4) / 24.0f;
-    r[1] = (z2 - z1) / 6.0f + (z3 - z4) / 12.0f;
-    r[2] = (z3 + z4 - z1 - z2) / 6.0f + z5;
-}
-
-/* dw = beta dw + G^T z G for the 6x6 sums z in Z [36, co, ci]. */
-static void weight_grad4(const float *Z, float *dw, int64_t co, int64_t ci, float beta) {
-    int64_t cs = co * ci;
-    #pragma omp parallel for if (cs * 36 > TD_PAR_MIN)
-    for (int64_t k = 0; k < cs; k++) {
-        float t[6][3], r[3]; /* t[j] = G^T (column j of z) */
-        for (int j = 0; j < 6; j++) gt6(Z + j * cs + k, 6 * cs, t[j]);
-        float *d = dw + k * 9;
-        for (int i = 0; i < 3; i++) {
-            gt6(&t[0][i], 3, r);
-            for (int j = 0; j < 3; j++) d[i * 3 + j] = (beta == 0.0f ? 0.0f : d[i * 3 + j]) + r[j];
-        }
-    }
-}
-
 /* ---- dispatch on the tile size ---- */
 
 static void wino_input(const float *img, float *V, int64_t ld, int64_t col0, const wino *g, int64_t ty0,
@@ -575,7 +522,7 @@ int td_wino_forward(const float *x, const float *w, const float *b, float *out, 
     wino g = wino_geom(ci, h, wd, p);
     float *U = td_alloc((size_t)(g.planes * co * ci) * sizeof(float));
     if (!U) return -1;
-    (g.m == 4 ? weights4 : weights2)(w, U, co, ci, false);
+    kernel_transforms(w, U, co, ci, false, g.m == 4 ? G4 : G2, g.m + 2);
     int rc = wino_conv(x, U, b, out, N, co, &g, false);
     td_free(U, (size_t)(g.planes * co * ci) * sizeof(float));
     return rc;
@@ -608,7 +555,7 @@ int td_wino_weight_grad(const float *x, const float *gout, float *dw, float beta
                          z + xi * co * ci, ci);
     }
     td_conv_sum_close(&sz, rc == 0);
-    if (rc == 0) (g.m == 4 ? weight_grad4 : weight_grad2)(Z, dw, co, ci, beta);
+    if (rc == 0) weight_grads(Z, dw, co, ci, beta, g.m == 4 ? G4 : G2, g.m + 2);
     td_conv_scratch_close(&sc);
     if (Z) td_free(Z, (size_t)(g.planes * co * ci) * sizeof(float));
     return rc ? -1 : 0;
@@ -619,7 +566,7 @@ int td_wino_input_grad(const float *gout, const float *w, float *dx, float beta,
     wino g = wino_geom(co, h + 2 * p - 2, wd + 2 * p - 2, 2 - p);
     float *U = td_alloc((size_t)(g.planes * co * ci) * sizeof(float));
     if (!U) return -1;
-    (g.m == 4 ? weights4 : weights2)(w, U, co, ci, true);
+    kernel_transforms(w, U, co, ci, true, g.m == 4 ? G4 : G2, g.m + 2);
     int rc = wino_conv(gout, U, NULL, dx, N, ci, &g, beta != 0.0f);
     td_free(U, (size_t)(g.planes * co * ci) * sizeof(float));
     return rc;
