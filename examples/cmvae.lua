@@ -93,16 +93,22 @@ function M.run(argv, overrides)
     return loss, stats
   end
   local t_train = now()
-  -- per epoch on the test split: ACC/NMI of the clusters (CMVAE) and ACC of
-  -- k-means (10) on the z means (how much the shared latent knows)
+  -- per epoch on the test split: ACC/NMI of the clusters (CMVAE), ACC of
+  -- k-means (10) on the z means averaged over modalities (how much the
+  -- shared latent knows) and on each modality's own z means, averaged
+  -- (km1_acc: what one modality's z, which the clusters see, knows)
   local function eval_test()
     local r = {}
     if o.model == "cmvae" then
       local s = metrics.scores(test_ds:labels(), model:predict(test_ds))
       r.acc, r.nmi = s.acc, s.nmi
     end
-    local z = model:embed(test_ds).mu_z:mean(1)
-    r.km_acc = metrics.acc(test_ds:labels(), tide.cluster.kmeans(z, 10, {n_init = 2, seed = o.seed}).labels)
+    local mu = model:embed(test_ds).mu_z
+    local function km_acc(z)
+      return metrics.acc(test_ds:labels(), tide.cluster.kmeans(z, 10, {n_init = 2, seed = o.seed}).labels)
+    end
+    r.km_acc, r.km1_acc = km_acc(mu:mean(1)), 0
+    for m = 1, mu:size(1) do r.km1_acc = r.km1_acc + km_acc(mu:select(1, m):contiguous()) / mu:size(1) end
     return r
   end
   local init_after = {}

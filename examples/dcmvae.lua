@@ -15,6 +15,8 @@
 --                 image a source drawn from all modalities, the same one
 --                 included, so the DDPM sees self- and cross-modal ones), or
 --                 a modality number (--src = --modality: self-reconstruction).
+--                 --cond_sample: from posterior draws z ~ q(z|x), w ~ q(w|x)
+--                 instead of the means.
 --   (none)        a stand-in with the blur of a VAE output: 4x4 average pooling
 --                 then nearest up-sampling of the true image.
 --
@@ -68,7 +70,7 @@ local o = parse(arg or {}, {dataset = "polymnist", modality = 1, src = "mix", mi
                             lr = 1e-3, warmup = 100, ema = 0.995, base = 16, mults = "1,2", T = 1000, ddim = 50,
                             n = 16, n_eval = 500, per_cluster = 0, ancestral_n = 2, grid_n = 8, grid_clusters = 10, from = 1,
                             seed = 1, threads = 0, cmvae = "", ddpm = "", clf = "", load = "", img = "docs/img",
-                            dir = "out/dcmvae", quick = false})
+                            dir = "out/dcmvae", quick = false, cond_sample = false})
 if o.quick then -- the preset, for the flags not given on the command line
   local given = " " .. table.concat(arg or {}, " ") .. " "
   local preset = o.cmvae ~= "" and {minutes = 10, ddim = 25, n_eval = 200, from = 0.5} or {minutes = 5}
@@ -121,10 +123,10 @@ if o.cmvae ~= "" then
     error(("%s: a CMVAE of %d modalities of %d channels, the data has %d of %d"):format(o.cmvae, cmvae.M,
           cmvae.shape[1], train:num_modalities(), C))
   end
-  local r = DC.cmvae_recon(cmvae, o.modality, o.src)
+  local r = DC.cmvae_recon(cmvae, o.modality, o.src, {sample = o.cond_sample})
   recon = function(xs) return r(tide.stack(xs, 1)) end
-  cond_name = o.src == "mix" and "cmvae_mix" or o.src == o.modality and "cmvae_self"
-              or ("cmvae_cross_from_m" .. (o.src - 1))
+  cond_name = (o.src == "mix" and "cmvae_mix" or o.src == o.modality and "cmvae_self"
+               or ("cmvae_cross_from_m" .. (o.src - 1))) .. (o.cond_sample and "_sampled" or "")
 else
   recon = function(xs) return xs[o.modality]:avg_pool2d(4, 4):upsample_nearest2d(4) end
   cond_name = "blur4_standin"

@@ -213,6 +213,21 @@ describe("D-CMVAE evaluation pieces", function()
     assert.has_error(function() DC.cmvae_recon(cm, 1, 3) end)
   end)
 
+  it("cmvae_recon with {sample = true} decodes posterior draws, not the means", function()
+    local cm = standin()
+    local x = tide.full({200, 2}, 0.3)                         -- mean recon: 0.3 + 0.15 = 0.45
+    local xs = tide.stack({x, x}, 1)
+    local mean = DC.cmvae_recon(cm, 1, 1)(xs)
+    assert.is_true(maxdiff(mean, tide.full({200, 2}, 0.45)) < 1e-6)
+    local drawn = DC.cmvae_recon(cm, 1, 1, {sample = true})(xs)  -- z, w with scale-1 noise
+    local off = (drawn - 0.45):abs():max(2)
+    local n_at_mean = 0
+    for i = 1, 200 do if off:at(i) < 1e-3 then n_at_mean = n_at_mean + 1 end end
+    assert.is_true(n_at_mean < 5, n_at_mean .. " rows at the mean")
+    assert.is_true((drawn - 0.45):abs():mean():item() > 0.2)
+    assert.is_true((-drawn):max():item() <= 0 and drawn:max():item() <= 1)
+  end)
+
   it("cmvae_samples: per images from each cluster in order, with their ids", function()
     local cm = standin()
     local imgs, ids, list = DC.cmvae_samples(cm, 1, 2, {2, 0})

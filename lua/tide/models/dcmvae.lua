@@ -205,9 +205,12 @@ end
 --   src = n ~= m    cross-modal, w_m ~ r_m (the auxiliary prior of MMVAE+)
 --   src = "mix"     per sample, a source drawn uniformly from the M modalities
 -- The batch is a loader batch ({x = {x_1, ..., x_M}}), the list, or the
--- stacked [M,B,C,H,W]. Without gradient.
-function DC.cmvae_recon(cmvae, m, src)
+-- stacked [M,B,C,H,W]. Without gradient. opts.sample: z ~ q(z|x_src) and
+-- w_m ~ q(w_m|x_m) instead of the means (closer to what decoding a prior
+-- draw z ~ p(z|c) gives at sampling time).
+function DC.cmvae_recon(cmvae, m, src, opts)
   src = src or m
+  local draw = opts and opts.sample
   if src ~= "mix" and (type(src) ~= "number" or src < 1 or src > cmvae.M) then
     error(("cmvae_recon: src must be a modality 1..%d or 'mix', got %s"):format(cmvae.M, tostring(src)), 2)
   end
@@ -215,8 +218,12 @@ function DC.cmvae_recon(cmvae, m, src)
   return function(batch)
     local xs = batch.x or batch
     return tide.no_grad(function()
-      local mz, _, mw = cmvae:encode(xs)                        -- [M,B,zdim], [M,B,wdim]
+      local mz, sz, mw, sw = cmvae:encode(xs)                   -- [M,B,zdim], [M,B,wdim]
       local M, B = mz:size(1), mz:size(2)
+      if draw then
+        mz = mz + sz * MMVAEPlus.std_noise(cmvae.posterior, mz:shape())
+        mw = mw + sw * MMVAEPlus.std_noise(cmvae.posterior, mw:shape())
+      end
       local ids = src == "mix" and tide.ones(M):categorical(B) or tide.full({B}, src - 1)
       local onehot = ids:reshape(1, B, 1):eq(tide.arange(0, M):reshape(M, 1, 1))   -- [M,B,1]
       local z = (mz * onehot):sum(1)                            -- [B,zdim]
