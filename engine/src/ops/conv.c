@@ -227,14 +227,25 @@ static int64_t group_size(const geom *g, int64_t N) {
     return G < 1 ? 1 : G > N ? N : G;
 }
 
+/* The columns of all groups, [groups, K, G*P] floats, kept from the forward
+ * for the weight gradient when they are at most 4x the input (a 4x4 kernel
+ * at stride 2, or smaller): the backward then skips its im2col. */
+static int64_t kept_cols_size(const geom *g, int64_t N) {
+    if (is_pointwise(g) || geom_rows(g) * geom_cols(g) > 4 * g->c * g->h * g->w) return 0;
+    int64_t G = group_size(g, N);
+    return (N + G - 1) / G * geom_rows(g) * G * geom_cols(g);
+}
+
+/* keep: NULL, or kept_cols_size(g, N) floats that receive the columns. */
 static int conv2d_forward(const float *x, const float *w, const float *b, float *out, int64_t N, int64_t co,
-                          const geom *g) {
+                          const geom *g, float *keep) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
     int64_t G = group_size(g, N), L = G * P, groups = (N + G - 1) / G;
     int nt = td_conv_threads(groups);
     bool pw = is_pointwise(g);
     td_conv_scratch sc;
-    if (td_conv_scratch_open(&sc, nt, pw ? 0 : K * L + im2col_work(g) + (G > 1 ? co * L : 0))) return -1;
+    if (td_conv_scratch_open(&sc, nt, pw ? 0 : (keep ? 0 : K * L) + im2col_work(g) + (G > 1 ? co * L : 0)))
+        return -1;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t gi = 0; gi < groups; gi++) {
         int64_t n0 = gi * G, gn = n0 + G <= N ? G : N - n0;
@@ -244,7 +255,8 @@ static int conv2d_forward(const float *x, const float *w, const float *b, float 
             gemm(false, false, co, P, K, w, x + n0 * HW, b ? 1.0f : 0.0f, o);
             continue;
         }
-        float *col = td_conv_scratch_mine(&sc), *work = col + K * L, *prod = work + im2col_work(g);
+        float *mine = td_conv_scratch_mine(&sc), *col = keep ? keep + gi * K * L : mine;
+        float *work = keep ? mine : col + K * L, *prod = work + im2col_work(g);
         for (int64_t j = 0; j < gn; j++) im2col(x + (n0 + j) * HW, col + j * P, L, work, g, nt == 1);
         if (gn == 1) { /* straight into the image's output */
             if (b) fill_bias(o, b, co, P);
@@ -266,16 +278,17 @@ static int conv2d_forward(const float *x, const float *w, const float *b, float 
 /* dx, dw, db (+)= the gradients for gout [N, co, P] (each may be NULL; bx,
  * bw, bb: 0 overwrite, 1 add): with a group's gout side by side as
  * gt [co, G*P] and its columns col [K, G*P]: dw += gt col^T,
- * dx_n = col2im((W^T gt)_n), db = sums of gout over n and P. */
+ * dx_n = col2im((W^T gt)_n), db = sums of gout over n and P. kept: the
+ * forward's columns (conv2d_forward's keep) or NULL. */
 static int conv2d_backward(const float *x, const float *w, const float *gout, float *dx, float *dw, float *db,
-                           int64_t N, int64_t co, const geom *g, float bx, float bw, float bb) {
+                           int64_t N, int64_t co, const geom *g, float bx, float bw, float bb, const float *kept) {
     int64_t K = geom_rows(g), P = geom_cols(g), HW = g->c * g->h * g->w;
     int64_t G = group_size(g, N), L = G * P, groups = (N + G - 1) / G;
     int nt = td_conv_threads(groups);
     bool pw = is_pointwise(g);
     td_conv_scratch cols, dcols, gts;
     td_conv_sum sw, sb;
-    int rc = td_conv_scratch_open(&cols, nt, !pw && dw ? K * L + im2col_work(g) : 0);
+    int rc = td_conv_scratch_open(&cols, nt, !pw && dw && !kept ? K * L + im2col_work(g) : 0);
     rc |= td_conv_scratch_open(&dcols, nt, !pw && dx ? K * L : 0);
     rc |= td_conv_scratch_open(&gts, nt, G > 1 && (dw || dx) ? co * L : 0);
     rc |= td_conv_sum_open(&sw, dw, co * K, bw, nt);
@@ -303,7 +316,10 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
         if (dw) {
             const float *src = x0;
             int64_t ls = P;
-            if (!pw) {
+            if (kept) {
+                src = kept + gi * K * L;
+                ls = L;
+            } else if (!pw) {
                 float *col = td_conv_scratch_mine(&cols);
                 for (int64_t j = 0; j < gn; j++) im2col(x0 + j * HW, col + j * P, L, col + K * L, g, nt == 1);
                 src = col;
@@ -561,7 +577,7 @@ static int wino_backward(const float *x, const float *w, const float *gout, floa
     int rc = 0;
     if (db) bias_grad(gout, db, N, co, g->oh * g->ow, bb);
     if (dw) rc = td_wino_weight_grad(x, gout, dw, bw, N, g->c, g->h, g->w, co, g->p);
-    if (rc == 0 && dx && g->p > 2) return conv2d_backward(x, w, gout, dx, NULL, NULL, N, co, g, bx, 0.0f, 0.0f);
+    if (rc == 0 && dx && g->p > 2) return conv2d_backward(x, w, gout, dx, NULL, NULL, N, co, g, bx, 0.0f, 0.0f, NULL);
     if (rc == 0 && dx) rc = td_wino_input_grad(gout, w, dx, bx, N, g->c, g->h, g->w, co, g->p);
     return rc;
 }
@@ -730,20 +746,27 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, int stride, int p
     td_tensor *xd = dense(x), *wd = xd ? dense(w) : NULL, *bd = NULL;
     const float *bp = wd ? bias_data(b, &bd) : NULL;
     td_tensor *out = (wd && (!b || bd)) ? td_new(4, (int64_t[]){N, co, g.oh, g.ow}) : NULL;
+    td_tensor *cols = NULL;
     if (out) {
         int rc = 0;
         if (use_reference) conv2d_ref(xd->data, wd->data, bp, out->data, N, co, &g);
         else if (td_wino_applies(g.kh, g.kw, g.s, g.c, co))
             rc = td_wino_forward(xd->data, wd->data, bp, out->data, N, g.c, g.h, g.w, co, g.p);
         else if (use_direct(&g, co)) rc = direct_forward(xd->data, wd->data, bp, out->data, N, co, &g);
-        else rc = conv2d_forward(xd->data, wd->data, bp, out->data, N, co, &g);
+        else {
+            int64_t nk = td_grad_enabled() && w->requires_grad ? kept_cols_size(&g, N) : 0;
+            if (nk > 0 && !(cols = td_new(1, (int64_t[]){nk}))) rc = -1;
+            else rc = conv2d_forward(xd->data, wd->data, bp, out->data, N, co, &g, cols ? cols->data : NULL);
+        }
         if (rc) {
             td_release(out);
             out = NULL;
         } else {
             conv_record(TD_OP_CONV2D, out, x, w, b, xd, wd, stride, pad, 0);
+            if (cols && out->node) td_save(out->node, 2, cols);
         }
     }
+    td_release(cols);
     td_release(xd);
     td_release(wd);
     td_release(bd);
@@ -832,11 +855,15 @@ int td_bw_conv2d(td_node *n, td_tensor *gout) {
         grads_zero(&gr);
         conv2d_ref_backward(x->data, w->data, gd->data, gdata(&gr, 0), gdata(&gr, 1), gdata(&gr, 2), N, co, &g);
     } else if (rc == 0) {
-        rc = (td_wino_applies(g.kh, g.kw, g.s, g.c, co) ? wino_backward
-              : use_direct(&g, co)                        ? direct_backward
-                                                          : conv2d_backward)(
-            x->data, w->data, gd->data, gdata(&gr, 0), gdata(&gr, 1), gdata(&gr, 2), N, co, &g, gr.beta[0],
-            gr.beta[1], gr.beta[2]);
+        float *dx = gdata(&gr, 0), *dw = gdata(&gr, 1), *db = gdata(&gr, 2);
+        if (td_wino_applies(g.kh, g.kw, g.s, g.c, co))
+            rc = wino_backward(x->data, w->data, gd->data, dx, dw, db, N, co, &g, gr.beta[0], gr.beta[1], gr.beta[2]);
+        else if (use_direct(&g, co))
+            rc = direct_backward(x->data, w->data, gd->data, dx, dw, db, N, co, &g, gr.beta[0], gr.beta[1],
+                                 gr.beta[2]);
+        else
+            rc = conv2d_backward(x->data, w->data, gd->data, dx, dw, db, N, co, &g, gr.beta[0], gr.beta[1],
+                                 gr.beta[2], n->saved[2] ? n->saved[2]->data : NULL);
     }
     if (gd) rc = grads_close(n, &gr, rc);
     td_release(gd);
