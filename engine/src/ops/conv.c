@@ -136,22 +136,28 @@ static void im2col_row(const float *restrict src, float *restrict d, const geom 
     zero_edges(d, g, lo, hi);
 }
 
-/* col [c*kh*kw, oh*ow] (rows ld apart) = the patches of img [c, h, w];
- * work holds im2col_work(g) floats. */
-static void im2col(const float *img, float *col, int64_t ld, float *work, const geom *g, bool par) {
-    int64_t rows = geom_rows(g), P = geom_cols(g), plane = g->h * g->w;
+/* The columns of n images img [n, c, h, w] side by side: image j's patches
+ * in columns [j*oh*ow, (j+1)*oh*ow) of col [c*kh*kw, n*oh*ow] (rows ld
+ * apart), written row by row so that each row's runs are contiguous; work
+ * holds n * im2col_work(g) floats. */
+static void im2col(const float *img, int64_t n, float *col, int64_t ld, float *work, const geom *g, bool par) {
+    int64_t P = geom_cols(g), HW = g->c * g->h * g->w, plane = g->h * g->w;
     if (g->s > 1) {
-        split_phases(img, work, g);
+        int64_t wsz = im2col_work(g);
+        for (int64_t j = 0; j < n; j++) split_phases(img + j * HW, work + j * wsz, g);
         img = work;
+        HW = wsz;
         plane = (g->h + 2 * g->p) * g->s * phase_width(g);
     }
     (void)par;
-    (void)rows;
-    #pragma omp parallel for if (par && rows * P > TD_PAR_MIN)
+    (void)P;
+    #pragma omp parallel for if (par && geom_rows(g) * P * n > TD_PAR_MIN)
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
-            for (int64_t kj = 0; kj < g->kw; kj++)
-                im2col_row(img + c * plane, col + ((c * g->kh + ki) * g->kw + kj) * ld, g, ki, kj);
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                float *row = col + ((c * g->kh + ki) * g->kw + kj) * ld;
+                for (int64_t j = 0; j < n; j++) im2col_row(img + j * HW + c * plane, row + j * P, g, ki, kj);
+            }
 }
 
 /* dst [h, w] += the patch row (ki, kj) in d [oh*ow]; d is scratch (the
@@ -179,17 +185,20 @@ static void col2im_row(float *restrict d, float *restrict dst, const geom *g, in
     }
 }
 
-/* img [c, h, w] += the patches in col [c*kh*kw, oh*ow] (rows ld apart;
- * im2col's adjoint); col is scratch and may be changed. */
-static void col2im(float *col, int64_t ld, float *img, const geom *g, bool par) {
-    int64_t P = geom_cols(g), kk = g->kh * g->kw;
+/* img [n, c, h, w] += the patches in col [c*kh*kw, n*oh*ow] (rows ld
+ * apart, images side by side as im2col writes them; its adjoint); col is
+ * scratch and may be changed. */
+static void col2im(float *col, int64_t ld, int64_t n, float *img, const geom *g, bool par) {
+    int64_t P = geom_cols(g), HW = g->c * g->h * g->w, plane = g->h * g->w;
     (void)par;
-    (void)kk;
-    #pragma omp parallel for if (par && g->c * kk * P > TD_PAR_MIN)
+    (void)P;
+    #pragma omp parallel for if (par && geom_rows(g) * P * n > TD_PAR_MIN)
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
-            for (int64_t kj = 0; kj < g->kw; kj++)
-                col2im_row(col + ((c * g->kh + ki) * g->kw + kj) * ld, img + c * g->h * g->w, g, ki, kj);
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                float *row = col + ((c * g->kh + ki) * g->kw + kj) * ld;
+                for (int64_t j = 0; j < n; j++) col2im_row(row + j * P, img + j * HW + c * plane, g, ki, kj);
+            }
 }
 
 /* out [rows, n] = b[row] in every element of each row. */
@@ -244,7 +253,7 @@ static int conv2d_forward(const float *x, const float *w, const float *b, float 
     int nt = td_conv_threads(groups);
     bool pw = is_pointwise(g);
     td_conv_scratch sc;
-    if (td_conv_scratch_open(&sc, nt, pw ? 0 : (keep ? 0 : K * L) + im2col_work(g) + (G > 1 ? co * L : 0)))
+    if (td_conv_scratch_open(&sc, nt, pw ? 0 : (keep ? 0 : K * L) + G * im2col_work(g) + (G > 1 ? co * L : 0)))
         return -1;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t gi = 0; gi < groups; gi++) {
@@ -256,8 +265,8 @@ static int conv2d_forward(const float *x, const float *w, const float *b, float 
             continue;
         }
         float *mine = td_conv_scratch_mine(&sc), *col = keep ? keep + gi * K * L : mine;
-        float *work = keep ? mine : col + K * L, *prod = work + im2col_work(g);
-        for (int64_t j = 0; j < gn; j++) im2col(x + (n0 + j) * HW, col + j * P, L, work, g, nt == 1);
+        float *work = keep ? mine : col + K * L, *prod = work + G * im2col_work(g);
+        im2col(x + n0 * HW, gn, col, L, work, g, nt == 1);
         if (gn == 1) { /* straight into the image's output */
             if (b) fill_bias(o, b, co, P);
             td_conv_gemm(false, false, co, P, K, w, K, col, L, b ? 1.0f : 0.0f, o, P);
@@ -288,7 +297,7 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
     bool pw = is_pointwise(g);
     td_conv_scratch cols, dcols, gts;
     td_conv_sum sw, sb;
-    int rc = td_conv_scratch_open(&cols, nt, !pw && dw && !kept ? K * L + im2col_work(g) : 0);
+    int rc = td_conv_scratch_open(&cols, nt, !pw && dw && !kept ? K * L + G * im2col_work(g) : 0);
     rc |= td_conv_scratch_open(&dcols, nt, !pw && dx ? K * L : 0);
     rc |= td_conv_scratch_open(&gts, nt, G > 1 && (dw || dx) ? co * L : 0);
     rc |= td_conv_sum_open(&sw, dw, co * K, bw, nt);
@@ -321,7 +330,7 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
                 ls = L;
             } else if (!pw) {
                 float *col = td_conv_scratch_mine(&cols);
-                for (int64_t j = 0; j < gn; j++) im2col(x0 + j * HW, col + j * P, L, col + K * L, g, nt == 1);
+                im2col(x0, gn, col, L, col + K * L, g, nt == 1);
                 src = col;
                 ls = L;
             }
@@ -336,7 +345,7 @@ static int conv2d_backward(const float *x, const float *w, const float *gout, fl
                 float *dc = td_conv_scratch_mine(&dcols);
                 td_conv_gemm(true, false, K, gn * P, co, w, K, gt, lg, 0.0f, dc, L);
                 if (bx == 0.0f) memset(dx0, 0, (size_t)(gn * HW) * sizeof(float));
-                for (int64_t j = 0; j < gn; j++) col2im(dc + j * P, L, dx0 + j * HW, g, nt == 1);
+                col2im(dc, L, gn, dx0, g, nt == 1);
             }
         }
     }
@@ -371,7 +380,7 @@ static int conv_t_forward(const float *x, const float *w, const float *b, float 
             float *col = td_conv_scratch_mine(&sc);
             gemm(true, false, K, P, ci, w, xn, 0.0f, col);
             if (!b) memset(o, 0, (size_t)OHW * sizeof(float));
-            col2im(col, P, o, g, nt == 1);
+            col2im(col, P, 1, o, g, nt == 1);
         }
     }
     td_conv_scratch_close(&sc);
@@ -402,7 +411,7 @@ static int conv_t_backward(const float *x, const float *w, const float *gout, fl
         if (!dx && !dw) continue;
         if (!pw) {
             float *col = td_conv_scratch_mine(&cols);
-            im2col(gc, col, P, col + K * P, g, nt == 1);
+            im2col(gc, 1, col, P, col + K * P, g, nt == 1);
             gc = col;
         }
         if (dx) gemm(false, false, ci, P, K, w, gc, bx, dx + n * ci * P);
