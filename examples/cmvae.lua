@@ -21,7 +21,9 @@
 -- again after each: the shared z learns the digit over tens of epochs, clusters placed early stay
 -- where its first structure was; 0 = never),
 -- --warmup 0 (epochs over which beta rises linearly from 0 to --beta; 0 = none),
--- --likelihood laplace|normal, --lik_scale 0.75 (its scale / standard deviation).
+-- --likelihood laplace|normal, --lik_scale 0.75 (its scale / standard deviation),
+-- --scale_head softplus|softmax (posterior scales: softplus per dimension, or d softmax over the
+-- dimensions of z and of w as in the MMVAE+ authors' code).
 -- --dataset polymnist|mnist_fashion (MNIST x Fashion-MNIST pairs of the same class: the
 -- class is all the two modalities share).
 -- Prints: RESULT model=... dataset=... acc=... nmi=... ari=... k=... (and the budget; for CMVAE also
@@ -35,7 +37,8 @@ local parse = require("tide.cli").parse
 local DEFAULTS = {model = "cmvae", dataset = "polymnist", arch = "light", epochs = 25, budget = 0, clusters = 40, zdim = 32, wdim = 32,
                   beta = 2.5, hidden = 256, lr = 1e-3, batch = 128, samples = 1, objective = "elbo",
                   prior = "laplace", learn_scales = false, seed = 1, threads = 2, out = "runs/cmvae", resume = false,
-                  quick = false, eval_every = 1, clip = 0, init_epoch = "0", warmup = 0, likelihood = "laplace", lik_scale = 0.75}
+                  quick = false, eval_every = 1, clip = 0, init_epoch = "0", warmup = 0, likelihood = "laplace", lik_scale = 0.75,
+                  scale_head = "softplus"}
 
 local M = {}
 
@@ -77,7 +80,8 @@ function M.run(argv, overrides)
   local model = cls{modalities = train_ds:num_modalities(), shape = train_ds:sample_shape(1), arch = o.arch,
                     zdim = o.zdim, wdim = o.wdim, hidden = o.hidden, beta = o.beta, samples = o.samples,
                     objective = o.objective, clusters = o.clusters, likelihood = o.likelihood,
-                    likelihood_scale = o.lik_scale, prior = o.prior, learn_scales = o.learn_scales}
+                    likelihood_scale = o.lik_scale, prior = o.prior, learn_scales = o.learn_scales,
+                    scale_head = o.scale_head}
   local nparams = model:num_parameters()
   print(("%s (%s architecture): %d parameters, %d clusters, beta %g, %s with %d sample(s), batch %d, %d threads")
         :format(o.model, o.arch, nparams, o.model == "cmvae" and o.clusters or 0, o.beta, o.objective, o.samples,

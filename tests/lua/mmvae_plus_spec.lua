@@ -99,4 +99,30 @@ describe("MMVAE+", function()
     end
     assert.is_true(last < first - 1)
   end)
+
+  it("scale_head softmax: the posterior scales of z and of w sum to their dims, in the order of the head", function()
+    for _, arch in ipairs({"light", "light_conv"}) do
+      tide.manual_seed(3)
+      local model = MMVAEPlus{modalities = 2, shape = {3, 8, 8}, hidden = 8, zdim = 3, wdim = 5, arch = arch,
+                              scale_head = "softmax"}
+      local _, sz, _, sw = model:encode(tide.rand(2, 4, 3, 8, 8))
+      assert.is_true((sz:sum(3) - 3):abs():max():item() < 1e-4, arch)
+      assert.is_true((sw:sum(3) - 5):abs():max():item() < 1e-4, arch)
+      local path = os.tmpname() .. ".safetensors"
+      model:save(path)
+      local back = tide.load_model(path)
+      os.remove(path)
+      assert.equals("softmax", back.config.scale_head)
+      local x = tide.rand(2, 4, 3, 8, 8)
+      local _, a = model:encode(x)
+      local _, b = back:encode(x)
+      assert.is_true((a - b):abs():max():item() < 1e-6)
+    end
+    -- softplus (the default) does not tie the dimensions together
+    tide.manual_seed(3)
+    local plain = MMVAEPlus{modalities = 2, shape = {3, 8, 8}, hidden = 8, zdim = 3, wdim = 5, arch = "light"}
+    local _, sz = plain:encode(tide.rand(2, 4, 3, 8, 8))
+    assert.is_true((sz:sum(3) - 3):abs():max():item() > 1e-3)
+    assert.has_error(function() MMVAEPlus{modalities = 2, shape = {3, 8, 8}, scale_head = "exp"} end)
+  end)
 end)

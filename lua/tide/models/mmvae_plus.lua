@@ -6,7 +6,8 @@
 --   local MMVAEPlus = require("tide.models.mmvae_plus")
 --   local model = MMVAEPlus{modalities = 5, zdim = 32, wdim = 32, beta = 2.5,
 --                           arch = "light" | "paper", samples = 1,
---                           objective = "elbo" | "iwae" | "dreg"}
+--                           objective = "elbo" | "iwae" | "dreg",
+--                           scale_head = "softplus" | "softmax"}   -- posterior scales (polymnist_nets)
 --   local loss, stats = model:backward(x)   -- x: {x_1..x_M} [B,C,H,W] or [M,B,C,H,W]
 --
 -- The bound, per modality m and importance sample k (z, w_m ~ q(.|x_m)):
@@ -87,14 +88,15 @@ function MMVAEPlus:init(o)
   local enc, dec = o.encoder, o.decoder
   if not enc then
     enc, dec = nets.make(self.arch, {modalities = self.M, zdim = self.zdim, wdim = self.wdim,
-                                     shape = self.shape, hidden = o.hidden})
+                                     shape = self.shape, hidden = o.hidden, scale_head = o.scale_head})
   end
   self.enc, self.dec = enc, dec
   -- what tide.load_model needs to rebuild it (none with custom networks)
   self.config = not o.encoder and {class = "tide.models.mmvae_plus", modalities = self.M, shape = self.shape,
                  zdim = self.zdim, wdim = self.wdim, hidden = o.hidden, arch = self.arch, beta = self.beta,
                  samples = self.samples, objective = self.objective, posterior = self.posterior,
-                 likelihood = self.likelihood, likelihood_scale = self.likelihood_scale} or nil
+                 likelihood = self.likelihood, likelihood_scale = self.likelihood_scale,
+                 scale_head = nets.check_scale_head(o.scale_head)} or nil
   -- r_n: location 0, scale softplus(r_rho_n) + 1e-6, learnable
   self:register_parameter("r_rho", {self.M, 1, self.wdim}, function(t) nn.init.constant_(t, SOFTPLUS_INV_1) end)
   local eye = tide.zeros(self.M, 1, self.M, 1, 1)

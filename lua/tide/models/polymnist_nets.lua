@@ -72,13 +72,32 @@ end
 local function positive(x) return x:softplus() + EPS end
 P.positive = positive
 
+-- The posterior scales [..., d] from an unconstrained head, by kind:
+--   "softplus"  softplus(h) + eps, each dimension on its own
+--   "softmax"   d softmax(h) + eps (the MMVAE+ authors' code): the scales of
+--               one latent average 1, so some dimensions can be made precise
+--               only by leaving others wide
+local SCALE_HEADS = {
+  softplus = positive,
+  softmax = function(h) return h:softmax(-1) * h:size(h:dim()) + EPS end,
+}
+
+function P.check_scale_head(kind)
+  if not SCALE_HEADS[kind or "softplus"] then
+    error("polymnist_nets: scale_head must be 'softplus' or 'softmax', got " .. tostring(kind), 3)
+  end
+  return kind or "softplus"
+end
+
+local function scales(kind, h) return SCALE_HEADS[kind](h) end
+
 ---------------------------------------------------------------- light
 
 local LightEncoder = nn.Module:extend("LightEncoder")
 P.LightEncoder = LightEncoder
 
-function LightEncoder:init(m, nin, hidden, zdim, wdim)
-  self.nin, self.zdim, self.wdim = nin, zdim, wdim
+function LightEncoder:init(m, nin, hidden, zdim, wdim, scale_head)
+  self.nin, self.zdim, self.wdim, self.scale_head = nin, zdim, wdim, scale_head
   self.l1 = GroupedLinear(m, nin, hidden)
   self.l2 = GroupedLinear(m, hidden, hidden)
   self.head = GroupedLinear(m, hidden, 2 * (zdim + wdim))
@@ -90,8 +109,8 @@ function LightEncoder:forward(x)
   local h = self.l2(self.l1(x):leaky_relu(SLOPE)):leaky_relu(SLOPE)
   local o = self.head(h)
   local dz, dw = self.zdim, self.wdim
-  return o:narrow(3, 1, dz), positive(o:narrow(3, dz + 1, dz)),
-         o:narrow(3, 2 * dz + 1, dw), positive(o:narrow(3, 2 * dz + dw + 1, dw))
+  return o:narrow(3, 1, dz), scales(self.scale_head, o:narrow(3, dz + 1, dz)),
+         o:narrow(3, 2 * dz + 1, dw), scales(self.scale_head, o:narrow(3, 2 * dz + dw + 1, dw))
 end
 
 local LightDecoder = nn.Module:extend("LightDecoder")
@@ -113,8 +132,8 @@ end
 local ConvEncoder = nn.Module:extend("LightConvEncoder")
 P.LightConvEncoder = ConvEncoder
 
-function ConvEncoder:init(m, shape, hidden, zdim, wdim)
-  self.shape, self.zdim, self.wdim = shape, zdim, wdim
+function ConvEncoder:init(m, shape, hidden, zdim, wdim, scale_head)
+  self.shape, self.zdim, self.wdim, self.scale_head = shape, zdim, wdim, scale_head
   self.convs = nn.ModuleList()
   for _ = 1, m do
     self.convs:add(nn.Sequential(nn.Conv2d(shape[1], 32, 4, 2, 1), nn.LeakyReLU(SLOPE),
@@ -132,21 +151,21 @@ function ConvEncoder:forward(x)
   for i = 1, m do hs[i] = self.convs[i](x:select(1, i):reshape(b, s[1], s[2], s[3])):reshape(b, self.nflat) end
   local o = self.head(self.l1(tide.stack(hs, 1)):leaky_relu(SLOPE))
   local dz, dw = self.zdim, self.wdim
-  return o:narrow(3, 1, dz), positive(o:narrow(3, dz + 1, dz)),
-         o:narrow(3, 2 * dz + 1, dw), positive(o:narrow(3, 2 * dz + dw + 1, dw))
+  return o:narrow(3, 1, dz), scales(self.scale_head, o:narrow(3, dz + 1, dz)),
+         o:narrow(3, 2 * dz + 1, dw), scales(self.scale_head, o:narrow(3, 2 * dz + dw + 1, dw))
 end
 
 function P.light_conv(o)
   local shape = o.shape or {3, 28, 28}
   local h = o.hidden or 256
-  return ConvEncoder(o.modalities, shape, h, o.zdim, o.wdim), LightDecoder(o.modalities, o.zdim + o.wdim, h, numel(shape))
+  return ConvEncoder(o.modalities, shape, h, o.zdim, o.wdim, P.check_scale_head(o.scale_head)), LightDecoder(o.modalities, o.zdim + o.wdim, h, numel(shape))
 end
 
 -- light{modalities, zdim, wdim, hidden = 256, shape = {3,28,28}} -> encoder, decoder
 function P.light(o)
   local shape = o.shape or {3, 28, 28}
   local n, h = numel(shape), o.hidden or 256
-  return LightEncoder(o.modalities, n, h, o.zdim, o.wdim), LightDecoder(o.modalities, o.zdim + o.wdim, h, n)
+  return LightEncoder(o.modalities, n, h, o.zdim, o.wdim, P.check_scale_head(o.scale_head)), LightDecoder(o.modalities, o.zdim + o.wdim, h, n)
 end
 
 ---------------------------------------------------------------- paper
@@ -174,7 +193,8 @@ function Block:extra_repr() return ("%d -> %d"):format(self.cin, self.cout) end
 local Branch = nn.Module:extend("EncoderBranch")
 P.EncoderBranch = Branch
 
-function Branch:init(c, h, w, d)
+function Branch:init(c, h, w, d, scale_head)
+  self.scale_head = scale_head
   self.conv = nn.Conv2d(c, 64, 3, 1, 1)
   self.b1 = Block(64, 64)
   self.b2 = Block(64, 128)
@@ -189,19 +209,19 @@ function Branch:forward(x)
   h = self.b2(h:avg_pool2d(3, 2, 1))
   h = self.b3(h:avg_pool2d(3, 2, 1))
   h = h:leaky_relu(SLOPE):reshape(x:size(1), -1)
-  return self.mu(h), positive(self.scale(h))
+  return self.mu(h), scales(self.scale_head, self.scale(h))
 end
 
 local PaperEncoder = nn.Module:extend("PaperEncoder")
 P.PaperEncoder = PaperEncoder
 
-function PaperEncoder:init(m, shape, zdim, wdim)
+function PaperEncoder:init(m, shape, zdim, wdim, scale_head)
   self.shape = shape
   self.z = nn.ModuleList()
   self.w = nn.ModuleList()
   for _ = 1, m do
-    self.z:add(Branch(shape[1], shape[2], shape[3], zdim))
-    self.w:add(Branch(shape[1], shape[2], shape[3], wdim))
+    self.z:add(Branch(shape[1], shape[2], shape[3], zdim, scale_head))
+    self.w:add(Branch(shape[1], shape[2], shape[3], wdim, scale_head))
   end
 end
 
@@ -258,7 +278,7 @@ end
 -- (H and W must halve twice to the 7 x 7 of the heads: 28 x 28)
 function P.paper(o)
   local shape = o.shape or {3, 28, 28}
-  return PaperEncoder(o.modalities, shape, o.zdim, o.wdim), PaperDecoder(o.modalities, shape, o.zdim + o.wdim)
+  return PaperEncoder(o.modalities, shape, o.zdim, o.wdim, P.check_scale_head(o.scale_head)), PaperDecoder(o.modalities, shape, o.zdim + o.wdim)
 end
 
 -- make(arch, opts): "light" or "paper".
