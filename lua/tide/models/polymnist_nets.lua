@@ -91,6 +91,12 @@ end
 
 local function scales(kind, h) return SCALE_HEADS[kind](h) end
 
+-- The light encoders' one head [M,B,2(dz+dw)] -> mean_z, scale_z, mean_w, scale_w.
+local function split_heads(o, dz, dw, kind)
+  return o:narrow(3, 1, dz), scales(kind, o:narrow(3, dz + 1, dz)),
+         o:narrow(3, 2 * dz + 1, dw), scales(kind, o:narrow(3, 2 * dz + dw + 1, dw))
+end
+
 ---------------------------------------------------------------- light
 
 local LightEncoder = nn.Module:extend("LightEncoder")
@@ -107,10 +113,7 @@ function LightEncoder:forward(x)
   local s = x:shape()
   x = x:reshape(s[1], s[2], self.nin)
   local h = self.l2(self.l1(x):leaky_relu(SLOPE)):leaky_relu(SLOPE)
-  local o = self.head(h)
-  local dz, dw = self.zdim, self.wdim
-  return o:narrow(3, 1, dz), scales(self.scale_head, o:narrow(3, dz + 1, dz)),
-         o:narrow(3, 2 * dz + 1, dw), scales(self.scale_head, o:narrow(3, 2 * dz + dw + 1, dw))
+  return split_heads(self.head(h), self.zdim, self.wdim, self.scale_head)
 end
 
 local LightDecoder = nn.Module:extend("LightDecoder")
@@ -149,10 +152,7 @@ function ConvEncoder:forward(x)
   local m, b = x:size(1), x:size(2)
   local hs = {}
   for i = 1, m do hs[i] = self.convs[i](x:select(1, i):reshape(b, s[1], s[2], s[3])):reshape(b, self.nflat) end
-  local o = self.head(self.l1(tide.stack(hs, 1)):leaky_relu(SLOPE))
-  local dz, dw = self.zdim, self.wdim
-  return o:narrow(3, 1, dz), scales(self.scale_head, o:narrow(3, dz + 1, dz)),
-         o:narrow(3, 2 * dz + 1, dw), scales(self.scale_head, o:narrow(3, 2 * dz + dw + 1, dw))
+  return split_heads(self.head(self.l1(tide.stack(hs, 1)):leaky_relu(SLOPE)), self.zdim, self.wdim, self.scale_head)
 end
 
 function P.light_conv(o)
