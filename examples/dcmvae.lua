@@ -39,6 +39,10 @@
 --   DDIM (all the refinements), the full ancestral chain (--ancestral_n images).
 --   Grid <img>/dcmvae_clusters[_quick].png: per cluster a row of CMVAE samples
 --   and below it their refinements.
+-- Classifier-free guidance toward the conditioning: train with --cond_drop p
+-- (each sample's y zeroed with probability p, e.g. 0.1), sample with
+-- --guidance w: eps = (1 + w) eps(x_t, y) - w eps(x_t, null), twice the
+-- network work per step.
 --
 -- flags: --dataset polymnist|mnist_fashion|mnist (mnist_fashion: a CMVAE trained with
 -- examples/cmvae.lua --dataset mnist_fashion; classifiers mnist / fashion_mnist), --modality 1, --src mix, --minutes 20 (or
@@ -70,7 +74,7 @@ local o = parse(arg or {}, {dataset = "polymnist", modality = 1, src = "mix", mi
                             lr = 1e-3, warmup = 100, ema = 0.995, base = 16, mults = "1,2", T = 1000, ddim = 50,
                             n = 16, n_eval = 500, per_cluster = 0, ancestral_n = 2, grid_n = 8, grid_clusters = 10, from = 1,
                             seed = 1, threads = 0, cmvae = "", ddpm = "", clf = "", load = "", img = "docs/img",
-                            dir = "out/dcmvae", quick = false, cond_sample = false})
+                            dir = "out/dcmvae", quick = false, cond_sample = false, cond_drop = 0, guidance = 0})
 if o.quick then -- the preset, for the flags not given on the command line
   local given = " " .. table.concat(arg or {}, " ") .. " "
   local preset = o.cmvae ~= "" and {minutes = 10, ddim = 25, n_eval = 200, from = 0.5} or {minutes = 5}
@@ -161,7 +165,7 @@ if o.load ~= "" then
   model.recon = recon
   print(("D-CMVAE %s on %s (%s): no training, %d parameters"):format(o.load, name, cond_name, model:num_parameters()))
 else
-  model = DC{channels = C, recon = recon, T = o.T, unet = {base = o.base, mults = mults}}
+  model = DC{channels = C, recon = recon, T = o.T, unet = {base = o.base, mults = mults}, cond_drop = o.cond_drop}
   print(("D-CMVAE on %s (%s): %d images, UNet base %d mults %s, %d parameters"):format(name, cond_name, N, o.base,
         o.mults, model:num_parameters()))
 end
@@ -185,7 +189,7 @@ local suffix = o.quick and "_quick" or ""
 local xs = stacked(test, tide.arange(0, o.n))
 local y = tide.no_grad(function() return recon(xs) end)
 local s_test = now()
-local sharp = model:with_ema(function() return model:refine(y, {steps = o.ddim, from = o.from}) end)
+local sharp = model:with_ema(function() return model:refine(y, {steps = o.ddim, from = o.from, guidance = o.guidance}) end)
 local ddim_ms_test = (now() - s_test) * 1000 / o.n
 local truth = xs[o.modality]
 local mse_vae = (y - truth):square():mean():item()
@@ -219,13 +223,15 @@ print(("evaluation: %d clusters x %d CMVAE samples of m%d, refined with DDIM %d 
       o.modality - 1, o.ddim, o.from < 1 and (" from step %.0f"):format(o.from * (model.T - 1)) or ""))
 io.stdout:flush()
 local s0 = now()
-local refined = model:with_ema(function() return model:refine(source, {steps = o.ddim, from = o.from}) end)
+local refined = model:with_ema(function()
+  return model:refine(source, {steps = o.ddim, from = o.from, guidance = o.guidance})
+end)
 local ddim_ms = (now() - s0) * 1000 / n_gen
 local anc_ms
 if o.ancestral_n > 0 then
   local a = math.min(o.ancestral_n, n_gen)
   s0 = now()
-  model:with_ema(function() return model:refine(source:narrow(1, 1, a), {sampler = "ancestral"}) end)
+  model:with_ema(function() return model:refine(source:narrow(1, 1, a), {sampler = "ancestral", guidance = o.guidance}) end)
   anc_ms = (now() - s0) * 1000 / a
 end
 local uncond, uncond_ms
@@ -271,11 +277,11 @@ if o.img ~= "" then
 end
 
 print(("RESULT model=dcmvae dataset=%s cond=%s cmvae=%s k=%d per_cluster=%d n_gen=%d fid_real=%s fid_cmvae=%s " ..
-       "fid_dcmvae=%s fid_ddpm=%s label_keep=%s label_keep_confident=%s confident_frac=%s cluster_keep_cmvae=%s cluster_keep_dcmvae=%s ddim_steps=%d from=%g " ..
+       "fid_dcmvae=%s fid_ddpm=%s label_keep=%s label_keep_confident=%s confident_frac=%s cluster_keep_cmvae=%s cluster_keep_dcmvae=%s ddim_steps=%d from=%g cond_drop=%g guidance=%g " ..
        "ddim_ms_per_image=%.1f ddpm_ms_per_image=%s uncond_ddim_ms_per_image=%s train_s=%.0f steps=%d batch=%d " ..
        "params=%d loss=%.4f mse_vae=%.4f mse_refined=%.4f clf=%s ckpt=%s"):format(name, cond_name, o.cmvae, K, per, n_gen,
        fmt(fid.real), fmt(fid.cmvae), fmt(fid.dcmvae), fmt(fid.ddpm), fmt(keep.label_keep),
        fmt(keep.label_keep_confident), fmt(keep.confident_frac),
-       fmt(keep.cluster_keep_cmvae), fmt(keep.cluster_keep_dcmvae), o.ddim, o.from, ddim_ms,
+       fmt(keep.cluster_keep_cmvae), fmt(keep.cluster_keep_dcmvae), o.ddim, o.from, model.cond_drop, o.guidance, ddim_ms,
        anc_ms and ("%.1f"):format(anc_ms) or "na", uncond_ms and ("%.1f"):format(uncond_ms) or "na", train_s, step,
        o.batch, model:num_parameters(), avg or 0, mse_vae, mse_ref, clf_path or "na", ckpt))

@@ -134,6 +134,37 @@ describe("DDPM loss and sampling", function()
   end)
 end)
 
+describe("DDPM classifier-free guidance", function()
+  it("cond_drop zeroes whole samples' conditions in the loss, about p of them", function()
+    -- x0 = 0, eps = 0: x_t = 0, so eps_theta = kept_i * cond_i and the loss
+    -- is (kept samples) * (1 + 4) / (2 B) with cond = [1, 2] per sample
+    local B = 2000
+    local cond = tide.tensor({1, 2}):reshape(1, 2):expand(B, 2):contiguous()
+    local x0, t = tide.zeros(B, 2), tide.zeros(B)
+    local full = DDPM{net = Lin()}:loss(x0, {t = t, eps = x0, cond = cond}):item()
+    close(full, 2.5, 1e-6, "no dropping")
+    local kept = DDPM{net = Lin(), cond_drop = 0.3}:loss(x0, {t = t, eps = x0, cond = cond}):item() * 2 * B / 5
+    assert.is_true(math.abs(kept - math.floor(kept + 0.5)) < 0.02, "whole samples dropped: " .. kept)
+    assert.is_true(math.abs(kept / B - 0.7) < 0.05, ("kept %d of %d, p = 0.3"):format(kept, B))
+    assert.has_error(function() DDPM{net = Lin(), cond_drop = 1} end)
+  end)
+
+  it("guidance w gives (1 + w) eps(x, y) - w eps(x, null): here the chain of cond (1 + w) y", function()
+    -- with eps_theta = 0.5 x + cond, the guided eps is 0.5 x + (1 + w) cond
+    local m = DDPM{net = Lin(), T = 100, cond_drop = 0.1}
+    local noise, y = tide.randn(3, 1, 4, 4), tide.randn(3, 1, 4, 4) * 0.1
+    local guided = m:ddim(3, {noise = noise, steps = 10, cond = y, guidance = 2})
+    local scaled = m:ddim(3, {noise = noise, steps = 10, cond = y * 3})
+    local plain = m:ddim(3, {noise = noise, steps = 10, cond = y})
+    assert.is_true((guided - scaled):abs():max():item() < 1e-5)
+    assert.is_true((guided - plain):abs():max():item() > 1e-3)
+    local anc = m:sample(3, {noise = noise, cond = y, guidance = 2, from = 5})
+    assert.same({3, 1, 4, 4}, anc:shape())
+    assert.has_error(function() DDPM{net = Lin()}:ddim(1, {cond = y:narrow(1, 1, 1), guidance = 1, shape = {1, 4, 4}}) end,
+                     "DDPM: guidance needs a model trained with cond_drop > 0 (its null condition is untrained)")
+  end)
+end)
+
 describe("DDPM EMA", function()
   it("ema <- d ema + (1 - d) theta on the flat buffer, and with_ema swaps and restores", function()
     local m = DDPM{net = Lin()}

@@ -14,6 +14,7 @@
 --                unet = {base = 32, mults = {1, 2}}, T = 1000, schedule = "linear"}
 --   local loss = m:loss(x)                      -- x [B,C,H,W] in [0,1]
 --   local sharp = m:refine(y, {steps = 50})     -- y [N,C,H,W] in [0,1] -> [0,1]
+--   DC{..., cond_drop = 0.1}; m:refine(y, {guidance = 2})   -- classifier-free guidance toward y
 --   local u = DC{channels = 3, conditional = false, base = 16}   -- the unconditional DDPM
 --   local x = u:sample_images(64, {steps = 50})                  -- [64,3,28,28] in [0,1]
 --   m:save(path); tide.load_model(path)         -- the config (UNet sizes, T, ...) is saved with it
@@ -34,7 +35,8 @@ local DDPM = require("tide.models.ddpm")
 local DC = DDPM:extend("DCMVAE")
 
 -- opts: channels (1), conditional (true: the UNet takes `channels` more
--- input channels for y), recon, T, schedule, beta1, betaT, and the UNet's
+-- input channels for y), recon, T, schedule, beta1, betaT, cond_drop (0: the
+-- probability of training a sample with y zeroed, for guidance), and the UNet's
 -- sizes as unet = {base =, mults =, groups =, temb =} or flat (base, mults,
 -- groups, temb: the form of the saved config).
 function DC:init(o)
@@ -45,12 +47,13 @@ function DC:init(o)
   for k, v in pairs(o.unet or {}) do u[k] = v end
   u.base, u.mults, u.groups = u.base or 32, u.mults or {1, 2}, u.groups or 8
   u.in_channels, u.cond_channels = C, cond and C or 0
-  DDPM.init(self, {net = UNet.UNet(u), T = o.T, schedule = o.schedule, beta1 = o.beta1, betaT = o.betaT})
+  DDPM.init(self, {net = UNet.UNet(u), T = o.T, schedule = o.schedule, beta1 = o.beta1, betaT = o.betaT,
+                   cond_drop = cond and o.cond_drop or 0})
   self.recon = o.recon
   self.channels, self.conditional = C, cond
   -- what tide.load_model needs to rebuild it
   self.config = {class = "tide.models.dcmvae", channels = C, conditional = cond, T = self.T,
-                 schedule = self.schedule, beta1 = o.beta1, betaT = o.betaT,
+                 schedule = self.schedule, beta1 = o.beta1, betaT = o.betaT, cond_drop = self.cond_drop,
                  base = u.base, mults = u.mults, groups = u.groups, temb = u.temb}
 end
 
@@ -119,7 +122,7 @@ local function run_chain(self, n, cond01, opts)
   local outs = {}
   for s = 1, n, bs do
     local b = math.min(bs, n - s + 1)
-    local o = {shape = shape, steps = opts.steps, eta = opts.eta, progress = opts.progress,
+    local o = {shape = shape, steps = opts.steps, eta = opts.eta, progress = opts.progress, guidance = opts.guidance,
                cond = cond01 and signed(cond01:narrow(1, s, b)) or nil,
                noise = opts.noise and opts.noise:narrow(1, s, b) or nil}
     local x = one_chain(self, b, o, cond01 and opts.from, opts)
@@ -132,7 +135,8 @@ end
 -- opts: sampler ("ddim" (default) | "ancestral"), steps (50: DDIM steps over
 -- the whole chain), eta (0), noise (x_T [N,C,H,W], or the noise of x_t0),
 -- batch (100 images per chain), from (1: the full chain from pure noise;
--- f < 1: from y noised to step f (T - 1), the rest of the chain only).
+-- f < 1: from y noised to step f (T - 1), the rest of the chain only),
+-- guidance (0: w of classifier-free guidance, for a model trained with cond_drop).
 function DC:refine(y, opts)
   if not self.conditional then error("DCMVAE:refine: this is an unconditional DDPM (conditional = false)", 2) end
   opts = opts or {}

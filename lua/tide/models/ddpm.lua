@@ -8,12 +8,14 @@
 --   local x = m:sample(n, {shape = {1,28,28}})           -- ancestral, T steps
 --   local x = m:ddim(n, {shape = {1,28,28}, steps = 50, eta = 0})
 --   m:with_ema(function() ... end)      -- runs with the EMA weights in place
+--   DDPM{..., cond_drop = 0.1}; m:ddim(n, {cond = y, guidance = 2})   -- classifier-free guidance
 --
 -- Forward process: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), with
 -- alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s; steps t = 0..T-1 here
 -- (the paper's t = 1..T shifted by one).
 -- Every network call is net(x_t, t, cond) with t a float tensor [B] of steps;
--- cond (D-CMVAE) is passed through unchanged.
+-- cond (D-CMVAE) is passed through unchanged, or zeroed: the null condition of
+-- classifier-free guidance (Ho & Salimans 2022), see cond_drop and guidance.
 local tide = require("tide")
 local nn = tide.nn
 
@@ -43,6 +45,10 @@ function DDPM:init(opts)
   self.T = opts.T or 1000
   self.schedule = opts.schedule or "linear"
   self.clip = opts.clip ~= false
+  self.cond_drop = opts.cond_drop or 0
+  if self.cond_drop < 0 or self.cond_drop >= 1 then
+    error("DDPM: cond_drop is a probability in [0,1), got " .. tostring(self.cond_drop), 2)
+  end
   local b = betas(self.schedule, self.T, opts.beta1 or 1e-4, opts.betaT or 0.02)
   -- per step (Lua index t+1): beta, alpha, abar, abar_prev
   local ab, abp, acc = {}, {}, 1
@@ -82,14 +88,38 @@ function DDPM:q_sample(x0, t, eps)
   return x0 * a + eps * s
 end
 
+-- cond [B,...] with each sample's condition replaced by the null one (zeros)
+-- with probability p.
+local function drop_condition(cond, p)
+  local shape = {cond:size(1)}
+  for _ = 2, cond.ndim do shape[#shape + 1] = 1 end
+  return cond * tide.rand(cond:size(1)):ge(p):reshape(shape)
+end
+
 -- L_simple = E_{t, eps} || eps - eps_theta(x_t, t) ||^2 (mean over all
--- elements). opts: t [B], eps (fixed noise), cond. Returns loss, x_t.
+-- elements). opts: t [B], eps (fixed noise), cond (dropped per sample with
+-- probability cond_drop). Returns loss, x_t.
 function DDPM:loss(x0, opts)
   opts = opts or {}
   local t = opts.t or self:random_steps(x0:size(1))
   local eps = opts.eps or tide.randn_like(x0)
   local xt = self:q_sample(x0, t, eps)
-  return self.net(xt, t, opts.cond):mse_loss(eps), xt
+  local cond = opts.cond
+  if cond and self.cond_drop > 0 then cond = drop_condition(cond, self.cond_drop) end
+  return self.net(xt, t, cond):mse_loss(eps), xt
+end
+
+-- eps_theta(x_t, t, cond) for n samples at step t. With o.guidance = w > 0,
+-- classifier-free guidance: (1 + w) eps(x_t, t, cond) - w eps(x_t, t, null),
+-- the two in one batch of 2n.
+function DDPM:eps(x, t, o)
+  local w, n = o.guidance or 0, x:size(1)
+  if w == 0 or not o.cond then return self.net(x, tide.full({n}, t), o.cond) end
+  if self.cond_drop == 0 then
+    error("DDPM: guidance needs a model trained with cond_drop > 0 (its null condition is untrained)", 3)
+  end
+  local e = self.net(tide.cat({x, x}, 1), tide.full({2 * n}, t), tide.cat({o.cond, tide.zeros_like(o.cond)}, 1))
+  return e:narrow(1, 1, n) * (1 + w) - e:narrow(1, n + 1, n) * w
 end
 
 -- x_0 estimate from eps: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clamped to [-1, 1]
@@ -98,8 +128,6 @@ function DDPM:predict_x0(xt, t, eps)
   local x0 = (xt - eps * math.sqrt(1 - self.abar[i])) * (1 / math.sqrt(self.abar[i]))
   return self.clip and x0:clamp(-1, 1) or x0
 end
-
-local function steps_tensor(n, t) return tide.full({n}, t) end
 
 local function start_noise(self, n, opts)
   if opts.noise then return opts.noise end
@@ -110,14 +138,14 @@ end
 
 -- Ancestral sampling (Ho et al. Alg. 2, with x_0 clipped):
 --   x_{t-1} = c0 x0_hat(x_t) + ct x_t + sqrt(var) z,  z ~ N(0, I) for t > 0.
--- opts: shape ({C,H,W}), cond, noise (x_T), from (start step, default T-1),
--- progress (fn(step)). Returns x_0 [n,C,H,W] in [-1,1].
+-- opts: shape ({C,H,W}), cond, guidance (0), noise (x_T), from (start step,
+-- default T-1), progress (fn(step)). Returns x_0 [n,C,H,W] in [-1,1].
 function DDPM:sample(n, opts)
   opts = opts or {}
   return tide.no_grad(function()
     local x = start_noise(self, n, opts)
     for t = opts.from or self.T - 1, 0, -1 do
-      local eps = self.net(x, steps_tensor(n, t), opts.cond)
+      local eps = self:eps(x, t, opts)
       local c0, ct, var = self:posterior(t)
       local mean = self:predict_x0(x, t, eps) * c0 + x * ct
       x = t > 0 and mean + tide.randn_like(x) * math.sqrt(var) or mean
@@ -139,7 +167,7 @@ end
 --   x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps + sigma z,
 --   sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s);
 -- eta = 0 is deterministic given x_T. opts: steps (50), eta (0), shape,
--- cond, noise.
+-- cond, guidance (0), noise.
 function DDPM:ddim(n, opts)
   opts = opts or {}
   local eta = opts.eta or 0
@@ -147,7 +175,7 @@ function DDPM:ddim(n, opts)
   return tide.no_grad(function()
     local x = start_noise(self, n, opts)
     for k, t in ipairs(seq) do
-      local eps = self.net(x, steps_tensor(n, t), opts.cond)
+      local eps = self:eps(x, t, opts)
       local x0 = self:predict_x0(x, t, eps)
       local ab = self.abar[t + 1]
       local abs = seq[k + 1] and self.abar[seq[k + 1] + 1] or 1
