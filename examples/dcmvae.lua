@@ -39,10 +39,12 @@
 --   DDIM (all the refinements), the full ancestral chain (--ancestral_n images).
 --   Grid <img>/dcmvae_clusters[_quick].png: per cluster a row of CMVAE samples
 --   and below it their refinements.
--- Classifier-free guidance toward the conditioning: train with --cond_drop p
--- (each sample's y zeroed with probability p, e.g. 0.1), sample with
--- --guidance w: eps = (1 + w) eps(x_t, y) - w eps(x_t, null), twice the
--- network work per step.
+-- Classifier-free guidance toward the conditioning: trained with --cond_drop p
+-- (0.1: each sample's y zeroed with probability p), sampled with --guidance w
+-- (2): eps = (1 + w) eps(x_t, y) - w eps(x_t, null), twice the network work
+-- per step; it keeps the source's digit and cluster (docs/results/ddpm.md).
+-- --guidance 0: plain conditioning. A --load'ed model trained without
+-- --cond_drop samples with guidance 0 unless --guidance is given.
 --
 -- flags: --dataset polymnist|mnist_fashion|mnist (mnist_fashion: a CMVAE trained with
 -- examples/cmvae.lua --dataset mnist_fashion; classifiers mnist / fashion_mnist), --modality 1, --src mix, --minutes 20 (or
@@ -74,9 +76,9 @@ local o = parse(arg or {}, {dataset = "polymnist", modality = 1, src = "mix", mi
                             lr = 1e-3, warmup = 100, ema = 0.995, base = 16, mults = "1,2", T = 1000, ddim = 50,
                             n = 16, n_eval = 500, per_cluster = 0, ancestral_n = 2, grid_n = 8, grid_clusters = 10, from = 1,
                             seed = 1, threads = 0, cmvae = "", ddpm = "", clf = "", load = "", img = "docs/img",
-                            dir = "out/dcmvae", quick = false, cond_sample = false, cond_drop = 0, guidance = 0})
+                            dir = "out/dcmvae", quick = false, cond_sample = false, cond_drop = 0.1, guidance = 2})
+local given = " " .. table.concat(arg or {}, " ") .. " "   -- the flags on the command line
 if o.quick then -- the preset, for the flags not given on the command line
-  local given = " " .. table.concat(arg or {}, " ") .. " "
   local preset = o.cmvae ~= "" and {minutes = 10, ddim = 25, n_eval = 200, from = 0.5} or {minutes = 5}
   for k, v in pairs(preset) do
     if not given:find(" %-%-" .. k .. " ") then o[k] = v end
@@ -164,6 +166,10 @@ if o.load ~= "" then
   model = DC.load_ddpm(o.load, {conditional = true, channels = C})
   model.recon = recon
   print(("D-CMVAE %s on %s (%s): no training, %d parameters"):format(o.load, name, cond_name, model:num_parameters()))
+  if model.cond_drop == 0 and o.guidance > 0 and not given:find(" %-%-guidance ") then
+    print(o.load .. " was trained without --cond_drop: sampling without guidance")
+    o.guidance = 0
+  end
 else
   model = DC{channels = C, recon = recon, T = o.T, unet = {base = o.base, mults = mults}, cond_drop = o.cond_drop}
   print(("D-CMVAE on %s (%s): %d images, UNet base %d mults %s, %d parameters"):format(name, cond_name, N, o.base,
