@@ -195,7 +195,8 @@ local suffix = o.quick and "_quick" or ""
 local xs = stacked(test, tide.arange(0, o.n))
 local y = tide.no_grad(function() return recon(xs) end)
 local s_test = now()
-local sharp = model:with_ema(function() return model:refine(y, {steps = o.ddim, from = o.from, guidance = o.guidance}) end)
+local chain = {steps = o.ddim, from = o.from, guidance = o.guidance}   -- how every refinement below samples
+local sharp = model:with_ema(function() return model:refine(y, chain) end)
 local ddim_ms_test = (now() - s_test) * 1000 / o.n
 local truth = xs[o.modality]
 local mse_vae = (y - truth):square():mean():item()
@@ -229,9 +230,7 @@ print(("evaluation: %d clusters x %d CMVAE samples of m%d, refined with DDIM %d 
       o.modality - 1, o.ddim, o.from < 1 and (" from step %.0f"):format(o.from * (model.T - 1)) or ""))
 io.stdout:flush()
 local s0 = now()
-local refined = model:with_ema(function()
-  return model:refine(source, {steps = o.ddim, from = o.from, guidance = o.guidance})
-end)
+local refined = model:with_ema(function() return model:refine(source, chain) end)
 local ddim_ms = (now() - s0) * 1000 / n_gen
 local anc_ms
 if o.ancestral_n > 0 then

@@ -79,21 +79,23 @@ function DDPM:random_steps(B)
   return tide.ones(self.T):categorical(B)
 end
 
+-- v [B] reshaped to [B,1,...,1] to scale each sample of x [B,...].
+local function per_sample(v, x)
+  local shape = {x:size(1)}
+  for _ = 2, x.ndim do shape[#shape + 1] = 1 end
+  return v:reshape(shape)
+end
+
 -- x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, per sample: t [B], eps like x0.
 function DDPM:q_sample(x0, t, eps)
-  local shape = {x0:size(1)}
-  for _ = 2, x0.ndim do shape[#shape + 1] = 1 end
-  local a = self.sqrt_abar_t:index_select(1, t):reshape(shape)
-  local s = self.sqrt_1mabar_t:index_select(1, t):reshape(shape)
-  return x0 * a + eps * s
+  return x0 * per_sample(self.sqrt_abar_t:index_select(1, t), x0)
+       + eps * per_sample(self.sqrt_1mabar_t:index_select(1, t), x0)
 end
 
 -- cond [B,...] with each sample's condition replaced by the null one (zeros)
 -- with probability p.
 local function drop_condition(cond, p)
-  local shape = {cond:size(1)}
-  for _ = 2, cond.ndim do shape[#shape + 1] = 1 end
-  return cond * tide.rand(cond:size(1)):ge(p):reshape(shape)
+  return cond * per_sample(tide.rand(cond:size(1)):ge(p), cond)
 end
 
 -- L_simple = E_{t, eps} || eps - eps_theta(x_t, t) ||^2 (mean over all
