@@ -12,11 +12,13 @@
 -- --text, --estimator dreg|iwae, --K 1 (samples per expert), --epochs 20,
 -- --seed 1, --zdim 20, --batch 128, --lr 1e-3, --lambda_label 50,
 -- --lambda_text 5, --missing 0, --kind mlp|conv (PolyMNIST: conv),
+-- --lik_scale 0.75 (PolyMNIST's Laplace scale),
 -- --ll_n 0 (Fashion: test samples of the likelihoods; 0 to skip), --ll_K
 -- 1000, --eval_n 2000, --uncond_n 2000, --clf_epochs 3, --train_n N, --dir,
 -- --img docs/img, --threads N, --quick.
 -- Prints one line at the end:
---   RESULT model=mmvae dataset=... estimator=... K=... coherence=... uncond_coherence=... probe_acc=... ...
+--   RESULT model=mmvae dataset=... estimator=... K=... coherence=... uncond_coherence=... probe_acc=...
+--          kmeans_acc=... kmeans_nmi=... kmeans_ari=... ...
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "examples"
 local tide = require("tide")
 local MMVAE = require("tide.models.mmvae")

@@ -10,11 +10,13 @@
 -- Flags (examples/multimodal_common.lua): --dataset polymnist|fashion,
 -- --text, --epochs 20, --seed 1, --zdim 20, --batch 128, --lr 1e-3, --beta 1,
 -- --anneal 0, --lambda_label 50, --lambda_text 5, --missing 0, --kind
--- mlp|conv (PolyMNIST: conv), --ll_n 0, --ll_K 1000, --eval_n 2000,
+-- mlp|conv (PolyMNIST: conv), --lik_scale 0.75 (PolyMNIST's
+-- Laplace scale), --ll_n 0, --ll_K 1000, --eval_n 2000,
 -- --uncond_n 2000, --clf_epochs 3, --train_n N, --dir, --img docs/img,
 -- --threads N, --quick.
 -- Prints one line at the end:
---   RESULT model=mopoe dataset=... coherence=... uncond_coherence=... probe_acc=... ...
+--   RESULT model=mopoe dataset=... coherence=... uncond_coherence=... probe_acc=...
+--          kmeans_acc=... kmeans_nmi=... kmeans_ari=... ...
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "examples"
 local tide = require("tide")
 local MoPoE = require("tide.models.mopoe")

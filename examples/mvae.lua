@@ -14,7 +14,8 @@
 -- --text, --epochs 20, --seed 1, --zdim 64, --batch 128, --lr 1e-3,
 -- --beta 1, --anneal 5 (epochs of linear KL annealing), --lambda_label 50,
 -- --lambda_text 5, --missing 0 (fraction of modality entries dropped per
--- batch), --kind mlp|conv, --subsets 1 (random subsets per step, M > 2),
+-- batch), --kind mlp|conv, --lik_scale 0.75 (PolyMNIST's
+-- Laplace scale), --subsets 1 (random subsets per step, M > 2),
 -- --ll_n 1000 and --ll_K 1000 (test samples and importance samples of the
 -- likelihoods and variances of log w, Fashion only; 0 to skip), --eval_n
 -- 2000, --uncond_n 2000, --clf_epochs 3, --train_n N, --dir (checkpoints;
@@ -22,7 +23,8 @@
 -- opts.cross: without it the image and label experts of Fashion-MNIST end up
 -- on disjoint latent dims and cross-modal coherence is at chance).
 -- Prints one line at the end:
---   RESULT model=mvae dataset=... coherence=... uncond_coherence=... probe_acc=... coh_<a>_to_<b>=...
+--   RESULT model=mvae dataset=... coherence=... uncond_coherence=... probe_acc=...
+--          kmeans_acc=... kmeans_nmi=... kmeans_ari=... coh_<a>_to_<b>=...
 --          [iwae_marginal= lw_var_marginal= iwae_joint= ... (Fashion)] epochs= ... wall_s=
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "examples"
 local tide = require("tide")
